@@ -1,0 +1,51 @@
+"""silver.orders: each day's landed order events, cleaned and deduplicated, one row per order.
+
+Recipe: resolve the day -> transform landed events with include/sql/silver_orders.sql and
+stage -> gate with expectations/silver.orders.json -> publish the day atomically.
+"""
+
+import datetime as dt
+
+from airflow.sdk import CronDataIntervalTimetable, dag
+
+from wap.pipeline import Pipeline
+from wap.sources import LandedFiles
+from wap.tasks import DEFAULT_ARGS, PARTITION_PARAM, audit, publish, resolve_partition, stage
+
+ORDERS = Pipeline(
+    name="silver_orders",
+    table="silver.orders",
+    sql="silver_orders.sql",
+    suite="silver.orders.json",
+    sources=(
+        LandedFiles(
+            dataset="orders",
+            schema=(
+                "event_id STRING, order_id STRING, customer_id STRING, event_ts TIMESTAMP, "
+                "status STRING, amount DECIMAL(12,2), currency STRING, channel STRING"
+            ),
+            format="json",
+            late_days=1,
+        ),
+    ),
+)
+
+
+@dag(
+    # Daily intervals: the run for day D starts at D+1 00:00 UTC with logical_date = D.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=3,
+    params={"partition": PARTITION_PARAM},
+    default_args={"owner": "data-platform", **DEFAULT_ARGS},
+    tags=["silver", "orders", "write-audit-publish"],
+    doc_md=__doc__,
+)
+def silver_orders():
+    partition = resolve_partition()
+    staged = stage(ORDERS, partition)
+    publish(ORDERS, audit(ORDERS, staged))
+
+
+silver_orders()

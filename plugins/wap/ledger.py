@@ -1,0 +1,145 @@
+"""The run ledger: one row per attempt, in its own database (not Airflow's).
+
+SQLite file by default, any SQLAlchemy URL (`WAP_LEDGER_URL`, e.g. Postgres) deployed.
+The table's commit history is the truth; the ledger is brought back in line with it by
+`reconcile` at the start of every attempt, so a crash between publish and ledger update
+is repaired by the next attempt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+
+from wap.settings import load_settings
+
+# Longer than any task may run (execution_timeout): a row still `running` after this is dead.
+STALE_AFTER = dt.timedelta(hours=6)
+STATUSES = ("running", "published", "skipped", "quarantined", "failed")
+
+metadata = sa.MetaData()
+runs = sa.Table(
+    "wap_run_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.String(200), nullable=False),
+    sa.Column("table_name", sa.String(200), nullable=False),
+    sa.Column("partition", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("try_number", sa.Integer, nullable=False),
+    sa.Column("run_token", sa.String(120), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("rows_in", sa.BigInteger),
+    sa.Column("rows_out", sa.BigInteger),
+    sa.Column("checksum", sa.String(64)),
+    sa.Column("snapshot_id", sa.BigInteger),
+    sa.Column("staged_path", sa.Text),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("error", sa.Text),
+    sa.Column("details", sa.Text),
+    sa.UniqueConstraint("pipeline", "run_token", name="uq_wap_run_ledger_attempt"),
+    sa.CheckConstraint(f"status IN {STATUSES}", name="ck_wap_run_ledger_status"),
+)
+sa.Index("ix_wap_run_ledger_partition", runs.c.pipeline, runs.c.partition)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@cache
+def _engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite:///"):
+        load_settings().data_dir.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, future=True)
+    metadata.create_all(engine)
+    return engine
+
+
+class Ledger:
+    """Read and write ledger rows. `Ledger()` uses the configured URL."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.engine = _engine(url or load_settings().ledger_url)
+
+    def start(self, *, pipeline: str, table: str, partition: str, run_id: str, try_number: int, run_token: str) -> None:
+        """Record that an attempt started (a re-run of the same attempt resets its row)."""
+        values = dict(
+            table_name=table,
+            partition=partition,
+            run_id=run_id,
+            try_number=try_number,
+            status="running",
+            started_at=_now(),
+            finished_at=None,
+            error=None,
+        )
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                runs.update().where(runs.c.pipeline == pipeline, runs.c.run_token == run_token).values(**values)
+            ).rowcount
+            if not updated:
+                conn.execute(runs.insert().values(pipeline=pipeline, run_token=run_token, **values))
+
+    def update(self, pipeline: str, run_token: str, **fields: Any) -> None:
+        """Set fields of one attempt's row; a final status also stamps `finished_at`."""
+        if "details" in fields and not isinstance(fields["details"], str | None):
+            fields["details"] = json.dumps(fields["details"], default=str, sort_keys=True)
+        if fields.get("status") not in (None, "running"):
+            fields.setdefault("finished_at", _now())
+        with self.engine.begin() as conn:
+            conn.execute(
+                runs.update().where(runs.c.pipeline == pipeline, runs.c.run_token == run_token).values(**fields)
+            )
+
+    def rows(self, pipeline: str | None = None, partition: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(runs).order_by(runs.c.id)
+        if pipeline:
+            query = query.where(runs.c.pipeline == pipeline)
+        if partition:
+            query = query.where(runs.c.partition == partition)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def reconcile(
+        self,
+        pipeline: str,
+        partition: str,
+        run_id: str,
+        published_snapshot: Callable[[str], int | None],
+        stale_after: dt.timedelta = STALE_AFTER,
+    ) -> int:
+        """Bring this partition's unfinished rows in line with the table; return how many changed.
+
+        `published_snapshot(run_token)` asks the table whether that attempt was published.
+        A row left `running` is `published` if the table says so. Otherwise it failed if it
+        is an earlier try of this same run (its process died), or if it is older than
+        `stale_after` (longer than any task may run); a younger row of another run may
+        still be working and is left alone.
+        """
+        changed = 0
+        for row in self.rows(pipeline, partition):
+            if row["status"] != "running":
+                continue
+            snapshot = published_snapshot(row["run_token"])
+            if snapshot is not None:
+                self.update(pipeline, row["run_token"], status="published", snapshot_id=snapshot, error=None)
+            elif row["run_id"] == run_id or _aware(row["started_at"]) < _now() - stale_after:
+                self.update(
+                    pipeline, row["run_token"], status="failed", error="attempt ended without a result (process died?)"
+                )
+            else:
+                continue
+            changed += 1
+        return changed
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    # SQLite hands back naive datetimes; every ledger time is written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

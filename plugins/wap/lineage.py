@@ -1,0 +1,54 @@
+"""OpenLineage helpers: name the live datasets (never staging) and report them to Airflow.
+
+The `apache-airflow-providers-openlineage` provider emits the events; tasks report the
+datasets they read and wrote through Airflow's hook-lineage collector, which the
+provider turns into the events' inputs and outputs. Transport is configured by the
+environment only (`AIRFLOW__OPENLINEAGE__TRANSPORT`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset
+
+
+def dataset_name(uri: str) -> tuple[str, str]:
+    """OpenLineage (namespace, name) for a file or object-store location.
+
+    Naming conventions: local files are namespace `file`, name the absolute path;
+    object stores are namespace `<scheme>://<bucket>`, name the key path.
+    """
+    scheme, _, rest = uri.partition("://")
+    if not rest:
+        return "file", uri
+    if scheme == "file":
+        return "file", rest
+    bucket, _, key = rest.partition("/")
+    return f"{scheme}://{bucket}", key
+
+
+def table_asset(identifier: str) -> Asset:
+    """The Airflow asset of a live table; its events carry the partition key."""
+    from airflow.sdk import Asset
+
+    namespace, name = identifier.rsplit(".", 1)
+    return Asset(name=identifier, uri=f"iceberg://wap/{namespace}/{name}", group="iceberg")
+
+
+class _Reporter:
+    """Hook-lineage needs an object to attribute the datasets to."""
+
+
+def report(inputs: list[str], outputs: list[str]) -> None:
+    """Tell the OpenLineage provider which live locations a task read and wrote."""
+    try:
+        from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
+    except ImportError:  # provider not installed: lineage is optional, never fatal
+        return
+    collector = get_hook_lineage_collector()
+    for uri in inputs:
+        collector.add_input_asset(context=_Reporter(), uri=uri)
+    for uri in outputs:
+        collector.add_output_asset(context=_Reporter(), uri=uri)

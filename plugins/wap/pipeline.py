@@ -1,0 +1,188 @@
+"""A pipeline's declaration, and the steps of one run: stage, audit, publish.
+
+Plain functions with no Airflow in them: `tasks.py` calls them from TaskFlow tasks,
+tests and scripts call them directly. Each step writes its outcome to the ledger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from wap import audit as gate
+from wap import lineage, staging, tables
+from wap.ledger import Ledger
+from wap.settings import load_settings
+from wap.sources import Source
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset
+
+log = logging.getLogger(__name__)
+
+
+class GateFailedError(RuntimeError):
+    """Staged data broke a blocking check; it was quarantined and not published."""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Everything a DAG declares about its table: what it reads, its SQL, its gate."""
+
+    name: str
+    table: str  # Iceberg identifier, "namespace.table"
+    sql: str  # file in include/sql/
+    suite: str  # file in expectations/ (GX suite + schema contract)
+    sources: tuple[Source, ...]
+
+    @cached_property
+    def contract(self) -> gate.Contract:
+        return gate.load_contract(gate.load_suite(self.suite))
+
+    @property
+    def partition_column(self) -> str:
+        return self.contract.partition_column
+
+    @property
+    def asset(self) -> Asset:
+        return lineage.table_asset(self.table)
+
+    def sql_text(self) -> str:
+        return (load_settings().sql_dir / self.sql).read_text(encoding="utf-8")
+
+    def code_version(self) -> str:
+        """Hash of what decides the output: the SQL, the suite and contract."""
+        suite = (load_settings().expectations_dir / self.suite).read_bytes()
+        return hashlib.sha256(self.sql_text().encode() + b"\0" + suite).hexdigest()[:12]
+
+
+def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) -> staging.StagedRun:
+    """Transform the partition's inputs with the pipeline's SQL and stage the result."""
+    from wap.spark import get_spark
+
+    token = staging.run_token(run_id, try_number)
+    ledger = Ledger()
+    table = tables.ensure_table(pipeline.table, pipeline.contract.columns, pipeline.partition_column)
+    ledger.reconcile(pipeline.name, partition.isoformat(), run_id, lambda t: tables.find_publish(table, t))
+    ledger.start(
+        pipeline=pipeline.name,
+        table=pipeline.table,
+        partition=partition.isoformat(),
+        run_id=run_id,
+        try_number=try_number,
+        run_token=token,
+    )
+    try:
+        spark = get_spark()
+        rows_in = 0
+        for source in pipeline.sources:
+            frame = source.read(spark, partition)
+            frame.createOrReplaceTempView(source.view)
+            rows_in += frame.count()
+        result = spark.sql(pipeline.sql_text(), args={"partition": partition})
+        staged_dir = staging.partition_dir(table.location(), "data", pipeline.partition_column, partition, token)
+        files = staging.write_staged(result, staged_dir)
+        rows_out, checksum = staging.content_checksum(spark.read.parquet(staged_dir))
+        staged = staging.StagedRun(
+            pipeline=pipeline.name,
+            table=pipeline.table,
+            partition=partition.isoformat(),
+            run_id=run_id,
+            try_number=try_number,
+            run_token=token,
+            staged_dir=staged_dir,
+            files=files,
+            rows_in=rows_in,
+            rows_out=rows_out,
+            checksum=checksum,
+        )
+    except Exception as exc:
+        ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:4000])
+        raise
+    ledger.update(pipeline.name, token, rows_in=rows_in, rows_out=rows_out, checksum=checksum, staged_path=staged_dir)
+    log.info("staged %s rows (%s read) for %s %s in %s", rows_out, rows_in, pipeline.table, partition, staged_dir)
+    return staged
+
+
+def audit(pipeline: Pipeline, staged: staging.StagedRun) -> gate.AuditReport:
+    """Run the gate on the staged files. On a blocking failure, quarantine and raise."""
+    from wap.spark import get_spark
+
+    ledger = Ledger()
+    frame = get_spark().read.parquet(*staged.files) if staged.files else None
+    if frame is None:
+        raise GateFailedError(f"{pipeline.table} {staged.partition}: nothing was staged")
+    report = gate.audit(frame, gate.load_suite(pipeline.suite), staged.rows_out)
+    log.info("%s", report.summary())
+    if report.passed:
+        ledger.update(pipeline.name, staged.run_token, details={"audit": report.to_dict()})
+        return report
+
+    table_location = tables.load_table(pipeline.table).location()
+    quarantine = staging.partition_dir(
+        table_location,
+        "quarantine",
+        pipeline.partition_column,
+        dt.date.fromisoformat(staged.partition),
+        staged.run_token,
+    )
+    staging.move_dir(staged.staged_dir, quarantine)
+    failed = ", ".join(f"{f.check}({f.column})" if f.column else f.check for f in report.blocking)
+    ledger.update(
+        pipeline.name,
+        staged.run_token,
+        status="quarantined",
+        staged_path=quarantine,
+        error=f"quality gate failed: {failed}"[:4000],
+        details={"audit": report.to_dict()},
+    )
+    raise GateFailedError(
+        f"{pipeline.table} {staged.partition} failed its quality gate ({failed}); "
+        f"the live partition is unchanged and the staged files are quarantined in {quarantine}\n{report.summary()}"
+    )
+
+
+def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
+    """Swap the staged files in as the live partition, unless that is already done.
+
+    - this attempt already published (a retry after a crash): no commit; the ledger is
+      set from the table;
+    - the live partition already holds exactly these rows (same checksum): no commit,
+      status `skipped`, staged files removed;
+    - otherwise one atomic commit, recorded in the table and then in the ledger.
+    """
+    ledger = Ledger()
+    partition = dt.date.fromisoformat(staged.partition)
+    table = tables.load_table(pipeline.table)
+
+    snapshot_id = tables.find_publish(table, staged.run_token)
+    if snapshot_id is not None:
+        status = "published"
+        log.info("%s %s was already published by this attempt (snapshot %s)", pipeline.table, partition, snapshot_id)
+    elif (live := tables.live_version(table, partition)) and live.checksum == staged.checksum:
+        status, snapshot_id = "skipped", live.snapshot_id
+        staging.remove_dir(staged.staged_dir)
+        log.info("%s %s unchanged (checksum %s): nothing to publish", pipeline.table, partition, staged.checksum)
+    else:
+        status = "published"
+        snapshot_id = tables.swap_partition(
+            pipeline.table,
+            pipeline.partition_column,
+            partition,
+            staged.files,
+            {
+                tables.PIPELINE: pipeline.name,
+                tables.RUN_ID: staged.run_id,
+                tables.RUN_TOKEN: staged.run_token,
+                tables.PARTITION: staged.partition,
+                tables.ROWS: str(staged.rows_out),
+                tables.CHECKSUM: staged.checksum,
+            },
+        )
+        log.info("published %s %s: %s rows, snapshot %s", pipeline.table, partition, staged.rows_out, snapshot_id)
+    ledger.update(pipeline.name, staged.run_token, status=status, snapshot_id=snapshot_id, error=None)
+    return {"status": status, "snapshot_id": snapshot_id, "partition": staged.partition, "rows": staged.rows_out}

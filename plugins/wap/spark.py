@@ -1,0 +1,71 @@
+"""The Spark session: in-process `local[*]` by default, Spark Connect when configured.
+
+One session per process: `get_spark()` returns the running one if there is one, so the
+tasks of a `dag.test()` run, or the tests of a pytest session, pay the cold start once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import TYPE_CHECKING
+
+from wap.settings import load_settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+# Why each setting: pyiceberg rejects Spark 4's default INT96 timestamps; partition days are
+# UTC calendar days; small shuffles suit one partition of one day on a few cores.
+SESSION_CONF = {
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.shuffle.partitions": os.environ.get("WAP_SPARK_SHUFFLE_PARTITIONS", "4"),
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+}
+LOCAL_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": os.environ.get("WAP_SPARK_DRIVER_MEMORY", "2g"),
+    "spark.sql.warehouse.dir": "/tmp/wap-spark-warehouse",
+    "spark.driver.extraJavaOptions": "-Dderby.system.home=/tmp/wap-derby",
+}
+
+
+class JavaMissingError(RuntimeError):
+    pass
+
+
+def check_java() -> str:
+    """Return the Java version line, or raise with how to install Java 17."""
+    java = shutil.which("java", path=os.path.join(os.environ.get("JAVA_HOME", ""), "bin")) or shutil.which("java")
+    if java is None:
+        raise JavaMissingError(
+            "PySpark needs Java 17 and no `java` was found. Install it, e.g. "
+            "`sudo apt-get install openjdk-17-jre-headless` (Debian/Ubuntu) or "
+            "`brew install openjdk@17` (macOS), then set JAVA_HOME."
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    return (out.stderr or out.stdout).splitlines()[0] if (out.stderr or out.stdout) else java
+
+
+def get_spark(app_name: str = "wap") -> SparkSession:
+    """The process's Spark session, created on first use."""
+    from pyspark.sql import SparkSession
+
+    remote = load_settings().spark_remote
+    if remote:
+        builder = SparkSession.builder.remote(remote)
+        conf = SESSION_CONF
+    else:
+        check_java()
+        builder = SparkSession.builder.master(os.environ.get("WAP_SPARK_MASTER", "local[*]"))
+        conf = {**LOCAL_CONF, **SESSION_CONF}
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.appName(app_name).getOrCreate()
+    if not remote:
+        spark.sparkContext.setLogLevel(os.environ.get("WAP_SPARK_LOG_LEVEL", "WARN"))
+    return spark

@@ -1,0 +1,117 @@
+"""Staging: where a run's output waits, invisible to readers, until it is published.
+
+A run writes Parquet under a prefix unique to its run and attempt, inside the table's
+location but outside any snapshot: `<table>/data/<col>=<day>/<run token>/`. Publishing
+adds those files to the table by reference (no copy). A failed audit moves them to
+`<table>/quarantine/<col>=<day>/<run token>/`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+# Rows per staged file: bounds file size without a count pass before the write.
+MAX_RECORDS_PER_FILE = 2_000_000
+
+
+@dataclass(frozen=True)
+class StagedRun:
+    """What one attempt staged: everything the audit and publish steps need (XCom-safe)."""
+
+    pipeline: str
+    table: str
+    partition: str
+    run_id: str
+    try_number: int
+    run_token: str
+    staged_dir: str
+    files: list[str]
+    rows_in: int
+    rows_out: int
+    checksum: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StagedRun:
+        return cls(**data)
+
+
+def run_token(run_id: str, try_number: int) -> str:
+    """A path-safe name unique to one run and attempt.
+
+    Airflow run ids can hold any text (`manual__2024-01-01T00:00:00+00:00`, or a user's own),
+    so the readable part is sanitised and a hash of the exact id keeps tokens distinct.
+    """
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)[:60].strip("._") or "run"
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    return f"run-{readable}-{digest}-try{int(try_number)}"
+
+
+def partition_dir(table_location: str, area: str, column: str, partition: dt.date, token: str) -> str:
+    """`<table>/<area>/<column>=<day>/<token>`; `area` is `data` (staging) or `quarantine`."""
+    if area not in ("data", "quarantine"):
+        raise ValueError(f"unknown area {area!r}")
+    return f"{table_location.rstrip('/')}/{area}/{column}={partition.isoformat()}/{token}"
+
+
+def write_staged(df: DataFrame, staged_dir: str) -> list[str]:
+    """Write `df` as Parquet under `staged_dir` (replacing a previous try's leftovers)."""
+    (df.coalesce(1).write.mode("overwrite").option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(staged_dir))
+    return list_parquet(staged_dir)
+
+
+def content_checksum(df: DataFrame) -> tuple[int, str]:
+    """Row count and an order-independent checksum of every column of every row.
+
+    Sum (not XOR) of per-row hashes, so duplicate rows change the checksum instead of
+    cancelling out; summed as a decimal so it cannot overflow.
+    """
+    from pyspark.sql import functions as F
+
+    row_hash = F.xxhash64(*[F.col(f"`{c}`") for c in sorted(df.columns)]).cast("decimal(38,0)")
+    rows, total = df.agg(F.count(F.lit(1)), F.sum(row_hash)).first()
+    digest = hashlib.sha256(f"{rows}:{total or 0}".encode()).hexdigest()[:16]
+    return int(rows), digest
+
+
+def list_parquet(directory: str) -> list[str]:
+    """The Parquet data files directly under `directory`, as URIs, sorted."""
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(directory)
+    infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
+    scheme = directory.split("://", 1)[0] + "://" if "://" in directory else ""
+    files = [
+        scheme + info.path for info in infos if info.type == fs.FileType.File and info.base_name.endswith(".parquet")
+    ]
+    return sorted(files)
+
+
+def move_dir(source: str, target: str) -> None:
+    """Move a staged folder (to quarantine). Same filesystem; a rename where it can be."""
+    from pyarrow import fs
+
+    filesystem, src = fs.FileSystem.from_uri(source)
+    _, dst = fs.FileSystem.from_uri(target)
+    filesystem.create_dir(dst.rsplit("/", 1)[0], recursive=True)
+    if filesystem.get_file_info(dst).type != fs.FileType.NotFound:
+        filesystem.delete_dir(dst)
+    filesystem.move(src, dst)
+
+
+def remove_dir(directory: str) -> None:
+    """Delete a staged folder that no snapshot references (e.g. an unchanged re-run's)."""
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(directory)
+    if filesystem.get_file_info(path).type != fs.FileType.NotFound:
+        filesystem.delete_dir(path)

@@ -1,0 +1,91 @@
+"""The Airflow edge: TaskFlow tasks that bind a run to its partition and call the steps.
+
+A DAG file composes them:
+
+    partition = resolve_partition()
+    staged = stage(PIPELINE, partition)
+    publish(PIPELINE, audit(PIPELINE, staged))
+
+Errors that retrying cannot fix (a bad partition value, a failed quality gate) raise
+`AirflowFailException`, so Airflow fails the task at once instead of retrying it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import Param, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from wap import partition as partitions
+from wap import pipeline as steps
+from wap.pipeline import Pipeline
+
+PARTITION_PARAM = Param(
+    None,
+    type=["null", "string"],
+    format="date",
+    title="Partition (YYYY-MM-DD)",
+    description="Process this day instead of the run's own (logical date or partition key).",
+)
+
+# Retries are for transient failures (a lost Spark session, an I/O error, a commit
+# conflict); data failures fail at once via AirflowFailException.
+DEFAULT_ARGS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay": dt.timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(minutes=10),
+    "execution_timeout": dt.timedelta(hours=2),
+}
+
+
+@task
+def resolve_partition(**context: Any) -> str:
+    """The run's partition as YYYY-MM-DD; fails at once if there is none or it is invalid."""
+    try:
+        return partitions.resolve_partition(context).isoformat()
+    except partitions.PartitionError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+@task(task_id="stage")
+def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]:
+    day = partitions.parse_partition(partition)
+    staged = steps.stage(pipeline, day, context["run_id"], context["ti"].try_number)
+    return staged.to_dict()
+
+
+@task(task_id="audit")
+def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
+    try:
+        steps.audit(pipeline, steps.staging.StagedRun.from_dict(staged))
+    except steps.GateFailedError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    return staged
+
+
+@task(task_id="publish")
+def _publish(pipeline: Pipeline, staged: dict[str, Any], **context: Any) -> dict[str, Any]:
+    run = steps.staging.StagedRun.from_dict(staged)
+    result = steps.publish(pipeline, run)
+    # The asset event carries the partition, so partition-aware consumers run for that day.
+    context["outlet_events"][pipeline.asset].add_partitions(run.partition)
+    context["outlet_events"][pipeline.asset].extra = {k: str(v) for k, v in result.items()}
+    return result
+
+
+def stage(pipeline: Pipeline, partition: Any) -> Any:
+    """Transform and stage the partition (Spark)."""
+    return _stage(pipeline, partition)
+
+
+def audit(pipeline: Pipeline, staged: Any) -> Any:
+    """Gate the staged data: contract + expectation suite."""
+    return _audit(pipeline, staged)
+
+
+def publish(pipeline: Pipeline, audited: Any) -> Any:
+    """Atomically swap the audited partition in; emits the table's asset event."""
+    return _publish.override(outlets=[pipeline.asset])(pipeline, audited)
