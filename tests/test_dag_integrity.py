@@ -1,0 +1,72 @@
+"""Every DAG file imports cleanly, declares its owner, retries and tags, and is light to parse (I6)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wap.settings import REPO_ROOT
+
+DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
+HEAVY = ("pyspark", "great_expectations", "pyiceberg", "pandas")
+PARSE_BUDGET_S = 0.1
+
+
+def test_there_are_dags():
+    assert {p.stem for p in DAG_FILES} >= {"silver_orders", "gold_daily_sales"}
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_imports_and_declares_owner_retries_tags(path: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(path))
+    assert not bag.import_errors, bag.import_errors
+    assert bag.dags, f"{path.name} defines no DAG"
+    for dag in bag.dags.values():
+        assert dag.tags, f"{dag.dag_id} has no tags"
+        assert dag.max_active_runs, f"{dag.dag_id} sets no max_active_runs"
+        assert "partition" in dag.params, f"{dag.dag_id} has no partition param"
+        for task in dag.tasks:
+            assert task.owner not in (None, "", "airflow"), f"{dag.dag_id}.{task.task_id} has no owner"
+            assert task.retries >= 1, f"{dag.dag_id}.{task.task_id} has no retries"
+            assert task.execution_timeout is not None, f"{dag.dag_id}.{task.task_id} has no execution_timeout"
+
+
+PROBE = """
+import json, sys, time, runpy
+import airflow.sdk  # what every DAG file needs anyway; not part of the DAG's own cost
+from wap import tasks  # noqa: F401  the package's Airflow edge, as a warm worker has it
+before = set(sys.modules)
+start = time.perf_counter()
+runpy.run_path(sys.argv[1])
+elapsed = time.perf_counter() - start
+heavy = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in {heavy})
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {heavy})
+print(json.dumps({{"elapsed": elapsed, "heavy_new": heavy, "heavy_loaded": loaded}}))
+"""
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_is_light_to_parse(path: Path):
+    probe = PROBE.format(heavy=set(HEAVY))
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy_loaded"] == [], f"{path.name} pulls in heavy modules: {result['heavy_loaded'][:5]}"
+    assert result["elapsed"] < PARSE_BUDGET_S, f"{path.name} took {result['elapsed']:.3f}s to parse"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_no_heavy_import_at_top_level(path: Path):
+    top_level = [
+        line
+        for line in path.read_text().splitlines()
+        if line.startswith(("import ", "from ")) and line.split()[1].split(".")[0] in HEAVY
+    ]
+    assert top_level == []
