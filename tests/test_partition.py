@@ -69,7 +69,7 @@ def test_no_partition_at_all_fails_and_says_how_to_pass_one():
     ],
 )
 def test_bad_values_are_rejected_with_the_value_named(value):
-    with pytest.raises(PartitionError, match="YYYY-MM-DD|real calendar date"):
+    with pytest.raises(PartitionError, match=r"YYYY-MM-DD|real calendar date"):
         parse_partition(value)
 
 
