@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -161,7 +162,9 @@ def swap_partition(
     base = live_version(table, partition)
     for attempt in range(COMMIT_RETRIES):
         try:
-            with table.transaction() as tx:
+            with table.transaction() as tx, warnings.catch_warnings():
+                # A first publish of a partition has nothing to delete; pyiceberg warns.
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
                 tx.delete(EqualTo(partition_column, partition.isoformat()), snapshot_properties=properties)
                 tx.add_files(files, snapshot_properties=properties, check_duplicate_files=False)
             break

@@ -1,0 +1,40 @@
+"""A reader in its own process: reads one partition in a loop while another process publishes.
+
+Usage: python atomic_reader.py TABLE DAY STOP_FILE OUT_FILE
+Writes {"reads": n, "seen": {version: count}, "violations": [...], "errors": [...]} to OUT_FILE.
+"""
+
+import collections
+import datetime as dt
+import json
+import os
+import sys
+import time
+
+from pyiceberg.expressions import EqualTo
+
+from wap import tables
+
+table_name, day, stop_file, out_file = sys.argv[1:5]
+expected_rows = json.loads(os.environ["EXPECTED_ROWS"])  # {version: rows}
+seen: collections.Counter = collections.Counter()
+violations, errors = [], []
+reads = 0
+deadline = time.monotonic() + 120
+while not os.path.exists(stop_file) and time.monotonic() < deadline:
+    try:
+        rows = tables.load_table(table_name).scan(row_filter=EqualTo("d", day)).to_arrow()
+    except Exception as exc:  # noqa: BLE001 - counted, reported, judged by the test
+        errors.append(repr(exc)[:200])
+        continue
+    reads += 1
+    versions = set(rows.column("version").to_pylist())
+    if len(versions) != 1:
+        violations.append(f"read {reads}: {len(rows)} rows of versions {sorted(versions)}")
+        continue
+    (version,) = versions
+    if rows.num_rows != expected_rows[version]:
+        violations.append(f"read {reads}: version {version} with {rows.num_rows} rows")
+    seen[version] += 1
+with open(out_file, "w") as handle:
+    json.dump({"reads": reads, "seen": seen, "violations": violations[:20], "errors": errors[:20]}, handle)
