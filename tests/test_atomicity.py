@@ -48,7 +48,14 @@ def test_readers_never_see_a_mix_or_a_gap(data_dir, tmp_path):
     stop, out = tmp_path / "stop", tmp_path / "reads.json"
     env = {**os.environ, "EXPECTED_ROWS": json.dumps({v: r for v, (r, _) in VERSIONS.items()})}
     reader = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("atomic_reader.py")), "test.atomic", str(DAY), str(stop), str(out)],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("atomic_reader.py")),
+            "test.atomic",
+            str(DAY),
+            str(stop),
+            str(out),
+        ],
         env=env,
     )
     try:

@@ -129,3 +129,18 @@ def test_a_new_attempt_of_the_same_inputs_stages_the_same_checksum(published, sp
     assert first.staged_dir != second.staged_dir
     assert (first.rows_out, first.checksum) == (second.rows_out, second.checksum)
     assert first.checksum == fingerprint("silver.orders", DAYS[0])[1]
+
+
+def test_publish_emits_an_asset_event_keyed_by_the_partition(published):
+    """What the gold DAG's partitioned-asset schedule consumes: silver.orders events per day."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        keys = {
+            event.partition_key
+            for event in session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == "silver.orders")
+        }
+    assert {d.isoformat() for d in DAYS} <= keys

@@ -68,7 +68,9 @@ def test_a_blocking_failure_quarantines_and_keeps_the_live_partition(good_day, d
     before_files = live_files("silver.orders")
     before_version = tables.live_version(tables.load_table("silver.orders"), DAY)
 
-    add_landed_events(landed, "negative", [order_event("O-BAD-1", amount=-42.0), order_event("O-BAD-2", currency="XXX")])
+    add_landed_events(
+        landed, "negative", [order_event("O-BAD-1", amount=-42.0), order_event("O-BAD-2", currency="XXX")]
+    )
     states = run_dag(dags["silver_orders"], day=DAY)
 
     assert states["dag"] == "failed"
@@ -100,7 +102,9 @@ def test_a_blocking_failure_quarantines_and_keeps_the_live_partition(good_day, d
 def test_contract_names_the_column_and_the_types(spark):
     from wap.audit import Contract, check_contract
 
-    contract = Contract(version=1, partition_column="d", columns={"id": "string", "amount": "decimal(12,2)", "d": "date"})
+    contract = Contract(
+        version=1, partition_column="d", columns={"id": "string", "amount": "decimal(12,2)", "d": "date"}
+    )
     frame = spark.sql("SELECT 'a' AS id, 'ten' AS amount, current_date() AS d, 1 AS surprise")
     messages = sorted(f.message for f in check_contract(frame, contract))
     assert messages == ["added column 'surprise'", "column 'amount': expected decimal(12,2), found string"]
