@@ -144,3 +144,33 @@ def test_publish_emits_an_asset_event_keyed_by_the_partition(published):
             .filter(AssetModel.name == "silver.orders")
         }
     assert {d.isoformat() for d in DAYS} <= keys
+
+
+def test_lineage_names_live_tables_and_sources_never_staging(published):
+    """I7 (the part this pipeline owns): events name the landed source and the live tables."""
+    import json
+    import os
+
+    transport = json.loads(os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    events = [json.loads(line) for line in open(transport["log_file_path"], encoding="utf-8")]
+    names = lambda e, side: {(d["namespace"], d["name"]) for d in e.get(side, [])}  # noqa: E731
+    everything = {n for e in events for side in ("inputs", "outputs") for n in names(e, side)}
+    assert everything, "no datasets in any event"
+    assert not [n for n in everything if "/quarantine/" in n[1] or "/run-" in n[1]], everything
+
+    from wap import tables
+
+    silver = tables.load_table("silver.orders").location().removeprefix("file://")
+    gold = tables.load_table("gold.daily_sales").location().removeprefix("file://")
+    by_job = {}
+    for event in events:
+        if event["eventType"] == "COMPLETE":
+            by_job.setdefault(event["job"]["name"], []).append(event)
+    silver_publish = by_job["silver_orders.publish"][-1]
+    assert names(silver_publish, "outputs") == {("file", silver)}
+    assert {n for _, n in names(silver_publish, "inputs")} == {str(os.environ["WAP_DATA_DIR"]) + "/landing/orders"}
+    gold_publish = by_job["gold_daily_sales.publish"][-1]
+    assert names(gold_publish, "inputs") == {("file", silver)}
+    assert names(gold_publish, "outputs") == {("file", gold)}
+    # Each task reports only its own datasets (tasks share a process under dag.test).
+    assert all(not e.get("inputs") and not e.get("outputs") for e in by_job["gold_daily_sales.resolve_partition"])

@@ -38,6 +38,7 @@ runs = sa.Table(
     sa.Column("rows_out", sa.BigInteger),
     sa.Column("checksum", sa.String(64)),
     sa.Column("snapshot_id", sa.BigInteger),
+    sa.Column("code_version", sa.String(32)),
     sa.Column("staged_path", sa.Text),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
@@ -68,13 +69,24 @@ class Ledger:
     def __init__(self, url: str | None = None) -> None:
         self.engine = _engine(url or load_settings().ledger_url)
 
-    def start(self, *, pipeline: str, table: str, partition: str, run_id: str, try_number: int, run_token: str) -> None:
+    def start(
+        self,
+        *,
+        pipeline: str,
+        table: str,
+        partition: str,
+        run_id: str,
+        try_number: int,
+        run_token: str,
+        code_version: str | None = None,
+    ) -> None:
         """Record that an attempt started (a re-run of the same attempt resets its row)."""
         values = dict(
             table_name=table,
             partition=partition,
             run_id=run_id,
             try_number=try_number,
+            code_version=code_version,
             status="running",
             started_at=_now(),
             finished_at=None,

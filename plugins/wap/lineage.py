@@ -42,12 +42,18 @@ class _Reporter:
 
 
 def report(inputs: list[str], outputs: list[str]) -> None:
-    """Tell the OpenLineage provider which live locations a task read and wrote."""
+    """Tell the OpenLineage provider which live locations this task read and wrote.
+
+    Call once per task. Airflow's collector is one per process and never emptied: a
+    worker runs one task per process, but `dag.test()` runs every task in one, so the
+    collector is started afresh here or each task would inherit its predecessors' lineage.
+    """
     try:
-        from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
-    except ImportError:  # provider not installed: lineage is optional, never fatal
+        from airflow.sdk import lineage as airflow_lineage
+    except ImportError:  # lineage is optional, never fatal
         return
-    collector = get_hook_lineage_collector()
+    airflow_lineage.get_hook_lineage_collector.cache_clear()
+    collector = airflow_lineage.get_hook_lineage_collector()
     for uri in inputs:
         collector.add_input_asset(context=_Reporter(), uri=uri)
     for uri in outputs:

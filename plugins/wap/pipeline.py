@@ -65,6 +65,7 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
     from wap.spark import get_spark
 
     token = staging.run_token(run_id, try_number)
+    code_version = pipeline.code_version()
     ledger = Ledger()
     table = tables.ensure_table(pipeline.table, pipeline.contract.columns, pipeline.partition_column)
     ledger.reconcile(pipeline.name, partition.isoformat(), run_id, lambda t: tables.find_publish(table, t))
@@ -75,6 +76,7 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
         run_id=run_id,
         try_number=try_number,
         run_token=token,
+        code_version=code_version,
     )
     try:
         spark = get_spark()
@@ -99,6 +101,7 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
             rows_in=rows_in,
             rows_out=rows_out,
             checksum=checksum,
+            code_version=code_version,
         )
     except Exception as exc:
         ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:4000])
@@ -181,6 +184,7 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
                 tables.PARTITION: staged.partition,
                 tables.ROWS: str(staged.rows_out),
                 tables.CHECKSUM: staged.checksum,
+                tables.CODE_VERSION: staged.code_version,
             },
         )
         log.info("published %s %s: %s rows, snapshot %s", pipeline.table, partition, staged.rows_out, snapshot_id)

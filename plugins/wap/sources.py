@@ -37,6 +37,10 @@ class LandedFiles:
     def view(self) -> str:
         return f"landed_{self.dataset}"
 
+    def location(self) -> str:
+        """Where this dataset lands (what lineage names; never a single day's folder)."""
+        return (load_settings().landing_dir / self.dataset).as_uri()
+
     def folders(self, partition: dt.date) -> list[str]:
         root = load_settings().landing_dir / self.dataset
         days = (partition + dt.timedelta(days=n) for n in range(self.late_days + 1))
@@ -64,6 +68,9 @@ class PublishedTable:
     @property
     def view(self) -> str:
         return self.table.replace(".", "_")
+
+    def location(self) -> str:
+        return tables.load_table(self.table).location()
 
     def read(self, spark: SparkSession, partition: dt.date) -> DataFrame:
         files = tables.partition_files(tables.load_table(self.table), self.partition_column, partition)

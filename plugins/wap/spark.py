@@ -55,6 +55,9 @@ def get_spark(app_name: str = "wap") -> SparkSession:
     """The process's Spark session, created on first use."""
     from pyspark.sql import SparkSession
 
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
     remote = load_settings().spark_remote
     if remote:
         builder = SparkSession.builder.remote(remote)

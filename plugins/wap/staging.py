@@ -36,6 +36,7 @@ class StagedRun:
     rows_in: int
     rows_out: int
     checksum: str
+    code_version: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

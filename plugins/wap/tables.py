@@ -23,13 +23,14 @@ if TYPE_CHECKING:
     from pyiceberg.table import Table
 
 # Snapshot summary keys written by every publish.
-RUN_ID, RUN_TOKEN, PARTITION, ROWS, CHECKSUM, PIPELINE = (
+RUN_ID, RUN_TOKEN, PARTITION, ROWS, CHECKSUM, PIPELINE, CODE_VERSION = (
     "wap.run-id",
     "wap.run-token",
     "wap.partition",
     "wap.rows",
     "wap.checksum",
     "wap.pipeline",
+    "wap.code-version",
 )
 COMMIT_RETRIES = 5
 
@@ -60,6 +61,7 @@ class PublishedVersion:
     run_token: str
     rows: int
     checksum: str
+    code_version: str
     committed_at: dt.datetime
 
 
@@ -137,6 +139,7 @@ def live_version(table: Table, partition: dt.date) -> PublishedVersion | None:
                 run_token=summary.get(RUN_TOKEN, ""),
                 rows=int(summary.get(ROWS, "0")),
                 checksum=summary.get(CHECKSUM, ""),
+                code_version=summary.get(CODE_VERSION, ""),
                 committed_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC),
             )
     return None

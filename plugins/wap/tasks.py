@@ -18,6 +18,7 @@ from typing import Any
 from airflow.sdk import Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from wap import lineage
 from wap import partition as partitions
 from wap import pipeline as steps
 from wap.pipeline import Pipeline
@@ -44,6 +45,7 @@ DEFAULT_ARGS: dict[str, Any] = {
 @task
 def resolve_partition(**context: Any) -> str:
     """The run's partition as YYYY-MM-DD; fails at once if there is none or it is invalid."""
+    lineage.report(inputs=[], outputs=[])
     try:
         return partitions.resolve_partition(context).isoformat()
     except partitions.PartitionError as exc:
@@ -53,12 +55,14 @@ def resolve_partition(**context: Any) -> str:
 @task(task_id="stage")
 def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]:
     day = partitions.parse_partition(partition)
+    lineage.report(inputs=[source.location() for source in pipeline.sources], outputs=[])
     staged = steps.stage(pipeline, day, context["run_id"], context["ti"].try_number)
     return staged.to_dict()
 
 
 @task(task_id="audit")
 def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
+    lineage.report(inputs=[], outputs=[])  # reads staging only, which lineage never names
     try:
         steps.audit(pipeline, steps.staging.StagedRun.from_dict(staged))
     except steps.GateFailedError as exc:
@@ -69,6 +73,10 @@ def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
 @task(task_id="publish")
 def _publish(pipeline: Pipeline, staged: dict[str, Any], **context: Any) -> dict[str, Any]:
     run = steps.staging.StagedRun.from_dict(staged)
+    lineage.report(
+        inputs=[source.location() for source in pipeline.sources],
+        outputs=[steps.tables.load_table(pipeline.table).location()],
+    )
     result = steps.publish(pipeline, run)
     # The asset event carries the partition, so partition-aware consumers run for that day.
     context["outlet_events"][pipeline.asset].add_partitions(run.partition)
