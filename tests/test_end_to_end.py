@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import START, read_partition, run_dag
@@ -152,7 +153,7 @@ def test_lineage_names_live_tables_and_sources_never_staging(published):
     import os
 
     transport = json.loads(os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"])
-    events = [json.loads(line) for line in open(transport["log_file_path"], encoding="utf-8")]
+    events = [json.loads(line) for line in Path(transport["log_file_path"]).read_text().splitlines()]
     names = lambda e, side: {(d["namespace"], d["name"]) for d in e.get(side, [])}  # noqa: E731
     everything = {n for e in events for side in ("inputs", "outputs") for n in names(e, side)}
     assert everything, "no datasets in any event"
