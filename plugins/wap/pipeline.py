@@ -188,5 +188,6 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
             },
         )
         log.info("published %s %s: %s rows, snapshot %s", pipeline.table, partition, staged.rows_out, snapshot_id)
-    ledger.update(pipeline.name, staged.run_token, status=status, snapshot_id=snapshot_id, error=None)
+    fields = {"staged_path": None} if status == "skipped" else {}  # its files were removed
+    ledger.update(pipeline.name, staged.run_token, status=status, snapshot_id=snapshot_id, error=None, **fields)
     return {"status": status, "snapshot_id": snapshot_id, "partition": staged.partition, "rows": staged.rows_out}
