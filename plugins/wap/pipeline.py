@@ -65,19 +65,19 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
     from wap.spark import get_spark
 
     token = staging.run_token(run_id, try_number)
-    code_version = pipeline.code_version()
+    attempt = {
+        "pipeline": pipeline.name,
+        "table": pipeline.table,
+        "partition": partition.isoformat(),
+        "run_id": run_id,
+        "try_number": try_number,
+        "run_token": token,
+        "code_version": pipeline.code_version(),
+    }
     ledger = Ledger()
     table = tables.ensure_table(pipeline.table, pipeline.contract.columns, pipeline.partition_column)
     ledger.reconcile(pipeline.name, partition.isoformat(), run_id, lambda t: tables.find_publish(table, t))
-    ledger.start(
-        pipeline=pipeline.name,
-        table=pipeline.table,
-        partition=partition.isoformat(),
-        run_id=run_id,
-        try_number=try_number,
-        run_token=token,
-        code_version=code_version,
-    )
+    ledger.start(**attempt)
     try:
         spark = get_spark()
         rows_in = 0
@@ -90,18 +90,7 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
         files = staging.write_staged(result, staged_dir)
         rows_out, checksum = staging.content_checksum(spark.read.parquet(staged_dir))
         staged = staging.StagedRun(
-            pipeline=pipeline.name,
-            table=pipeline.table,
-            partition=partition.isoformat(),
-            run_id=run_id,
-            try_number=try_number,
-            run_token=token,
-            staged_dir=staged_dir,
-            files=files,
-            rows_in=rows_in,
-            rows_out=rows_out,
-            checksum=checksum,
-            code_version=code_version,
+            **attempt, staged_dir=staged_dir, files=files, rows_in=rows_in, rows_out=rows_out, checksum=checksum
         )
     except Exception as exc:
         ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:4000])
