@@ -100,15 +100,20 @@ class Ledger:
                 conn.execute(runs.insert().values(pipeline=pipeline, run_token=run_token, **values))
 
     def update(self, pipeline: str, run_token: str, **fields: Any) -> None:
-        """Set fields of one attempt's row; a final status also stamps `finished_at`."""
-        if "details" in fields and not isinstance(fields["details"], str | None):
-            fields["details"] = json.dumps(fields["details"], default=str, sort_keys=True)
+        """Set fields of one attempt's row; a final status also stamps `finished_at`.
+
+        `details` (a dict) is merged into the row's details by top-level key, so each
+        step adds its own (`audit`, `seconds`, ...) without erasing the others'.
+        """
         if fields.get("status") not in (None, "running"):
             fields.setdefault("finished_at", _now())
+        attempt = (runs.c.pipeline == pipeline) & (runs.c.run_token == run_token)
         with self.engine.begin() as conn:
-            conn.execute(
-                runs.update().where(runs.c.pipeline == pipeline, runs.c.run_token == run_token).values(**fields)
-            )
+            if fields.get("details") is not None:
+                current = conn.execute(sa.select(runs.c.details).where(attempt)).scalar()
+                merged = {**json.loads(current or "{}"), **fields["details"]}
+                fields["details"] = json.dumps(merged, default=str, sort_keys=True)
+            conn.execute(runs.update().where(attempt).values(**fields))
 
     def rows(self, pipeline: str | None = None, partition: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(runs).order_by(runs.c.id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,19 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset
 
 log = logging.getLogger(__name__)
+
+
+class _Clock:
+    """Seconds per phase of a step, kept in the ledger's details (where a run's time went)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._last, 4)
+        self._last = now
 
 
 class GateFailedError(RuntimeError):
@@ -78,24 +92,37 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
     table = tables.ensure_table(pipeline.table, pipeline.contract.columns, pipeline.partition_column)
     ledger.reconcile(pipeline.name, partition.isoformat(), run_id, lambda t: tables.find_publish(table, t))
     ledger.start(**attempt)
+    clock = _Clock()
     try:
         spark = get_spark()
+        clock.lap("spark_session")
         rows_in = 0
         for source in pipeline.sources:
             frame = source.read(spark, partition)
             frame.createOrReplaceTempView(source.view)
             rows_in += frame.count()
+        clock.lap("read")
         result = spark.sql(pipeline.sql_text(), args={"partition": partition})
         staged_dir = staging.partition_dir(table.location(), "data", pipeline.partition_column, partition, token)
         files = staging.write_staged(result, staged_dir)
+        clock.lap("transform_write")
         rows_out, checksum = staging.content_checksum(spark.read.parquet(staged_dir))
+        clock.lap("checksum")
         staged = staging.StagedRun(
             **attempt, staged_dir=staged_dir, files=files, rows_in=rows_in, rows_out=rows_out, checksum=checksum
         )
     except Exception as exc:
         ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:4000])
         raise
-    ledger.update(pipeline.name, token, rows_in=rows_in, rows_out=rows_out, checksum=checksum, staged_path=staged_dir)
+    ledger.update(
+        pipeline.name,
+        token,
+        rows_in=rows_in,
+        rows_out=rows_out,
+        checksum=checksum,
+        staged_path=staged_dir,
+        details={"seconds_stage": clock.seconds},
+    )
     log.info("staged %s rows (%s read) for %s %s in %s", rows_out, rows_in, pipeline.table, partition, staged_dir)
     return staged
 
@@ -105,13 +132,16 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> gate.AuditReport:
     from wap.spark import get_spark
 
     ledger = Ledger()
+    clock = _Clock()
     frame = get_spark().read.parquet(*staged.files) if staged.files else None
     if frame is None:
         raise GateFailedError(f"{pipeline.table} {staged.partition}: nothing was staged")
     report = gate.audit(frame, gate.load_suite(pipeline.suite), staged.rows_out)
+    clock.lap("gate")
     log.info("%s", report.summary())
+    details = {"audit": report.to_dict(), "seconds_audit": clock.seconds}
     if report.passed:
-        ledger.update(pipeline.name, staged.run_token, details={"audit": report.to_dict()})
+        ledger.update(pipeline.name, staged.run_token, details=details)
         return report
 
     table_location = tables.load_table(pipeline.table).location()
@@ -130,7 +160,7 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> gate.AuditReport:
         status="quarantined",
         staged_path=quarantine,
         error=f"quality gate failed: {failed}"[:4000],
-        details={"audit": report.to_dict()},
+        details=details,
     )
     raise GateFailedError(
         f"{pipeline.table} {staged.partition} failed its quality gate ({failed}); "
@@ -148,6 +178,7 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
     - otherwise one atomic commit, recorded in the table and then in the ledger.
     """
     ledger = Ledger()
+    clock = _Clock()
     partition = dt.date.fromisoformat(staged.partition)
     table = tables.load_table(pipeline.table)
 
@@ -177,6 +208,15 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
             },
         )
         log.info("published %s %s: %s rows, snapshot %s", pipeline.table, partition, staged.rows_out, snapshot_id)
-    fields = {"staged_path": None} if status == "skipped" else {}  # its files were removed
-    ledger.update(pipeline.name, staged.run_token, status=status, snapshot_id=snapshot_id, error=None, **fields)
+    clock.lap("commit")
+    fields: dict[str, Any] = {"staged_path": None} if status == "skipped" else {}  # its files were removed
+    ledger.update(
+        pipeline.name,
+        staged.run_token,
+        status=status,
+        snapshot_id=snapshot_id,
+        error=None,
+        details={"seconds_publish": clock.seconds},
+        **fields,
+    )
     return {"status": status, "snapshot_id": snapshot_id, "partition": staged.partition, "rows": staged.rows_out}
