@@ -125,8 +125,8 @@ def test_a_new_attempt_of_the_same_inputs_stages_the_same_checksum(published, sp
 
     from wap import pipeline
 
-    first = pipeline.stage(ORDERS, DAYS[0], "determinism-check", 1)
-    second = pipeline.stage(ORDERS, DAYS[0], "determinism-check", 2)
+    first = pipeline.audit(ORDERS, pipeline.stage(ORDERS, DAYS[0], "determinism-check", 1))
+    second = pipeline.audit(ORDERS, pipeline.stage(ORDERS, DAYS[0], "determinism-check", 2))
     assert first.staged_dir != second.staged_dir
     assert (first.rows_out, first.checksum) == (second.rows_out, second.checksum)
     assert first.checksum == fingerprint("silver.orders", DAYS[0])[1]

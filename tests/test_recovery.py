@@ -51,7 +51,7 @@ def crash_after_commit(monkeypatch):
 
 def test_retry_after_a_crash_between_commit_and_ledger_is_a_noop(orders, monkeypatch):
     staged = pipeline.stage(orders, DAY, "crash-run", 1)
-    pipeline.audit(orders, staged)
+    staged = pipeline.audit(orders, staged)
     with monkeypatch.context() as patch:
         crash_after_commit(patch)
         with pytest.raises(Crash):
@@ -70,7 +70,7 @@ def test_retry_after_a_crash_between_commit_and_ledger_is_a_noop(orders, monkeyp
 
 def test_the_next_attempt_reconciles_a_crashed_one_from_the_table(orders, monkeypatch):
     first = pipeline.stage(orders, DAY + dt.timedelta(days=1), "reconcile-run", 1)
-    pipeline.audit(orders, first)
+    first = pipeline.audit(orders, first)
     with monkeypatch.context() as patch:
         crash_after_commit(patch)
         with pytest.raises(Crash):
@@ -82,7 +82,7 @@ def test_the_next_attempt_reconciles_a_crashed_one_from_the_table(orders, monkey
         "published",
         committed,
     )
-    pipeline.audit(orders, second)
+    second = pipeline.audit(orders, second)
     assert pipeline.publish(orders, second)["status"] == "skipped"  # same rows: nothing to commit
 
 
@@ -104,7 +104,7 @@ def test_another_runs_recent_attempt_is_left_alone(orders):
 
 def test_publishing_the_same_attempt_twice_commits_once(orders):
     staged = pipeline.stage(orders, START + dt.timedelta(days=1), "twice-run", 1)
-    pipeline.audit(orders, staged)
+    staged = pipeline.audit(orders, staged)
     first = pipeline.publish(orders, staged)
     snapshots = snapshot_count("silver.orders")
     assert pipeline.publish(orders, staged) == first

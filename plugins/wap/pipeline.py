@@ -6,6 +6,7 @@ tests and scripts call them directly. Each step writes its outcome to the ledger
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -93,12 +94,15 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
     ledger.reconcile(pipeline.name, partition.isoformat(), run_id, lambda t: tables.find_publish(table, t))
     ledger.start(**attempt)
     clock = _Clock()
+    cached = []
     try:
         spark = get_spark()
         clock.lap("spark_session")
         rows_in = 0
         for source in pipeline.sources:
-            frame = source.read(spark, partition)
+            # Cached: counting the input and transforming it then parse it once.
+            frame = source.read(spark, partition).cache()
+            cached.append(frame)
             frame.createOrReplaceTempView(source.view)
             rows_in += frame.count()
         clock.lap("read")
@@ -106,43 +110,52 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
         staged_dir = staging.partition_dir(table.location(), "data", pipeline.partition_column, partition, token)
         files = staging.write_staged(result, staged_dir)
         clock.lap("transform_write")
-        rows_out, checksum = staging.content_checksum(spark.read.parquet(staged_dir))
-        clock.lap("checksum")
-        staged = staging.StagedRun(
-            **attempt, staged_dir=staged_dir, files=files, rows_in=rows_in, rows_out=rows_out, checksum=checksum
-        )
+        staged = staging.StagedRun(**attempt, staged_dir=staged_dir, files=files, rows_in=rows_in)
     except Exception as exc:
         ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:4000])
         raise
+    finally:
+        for frame in cached:
+            frame.unpersist()
     ledger.update(
-        pipeline.name,
-        token,
-        rows_in=rows_in,
-        rows_out=rows_out,
-        checksum=checksum,
-        staged_path=staged_dir,
-        details={"seconds_stage": clock.seconds},
+        pipeline.name, token, rows_in=rows_in, staged_path=staged_dir, details={"seconds_stage": clock.seconds}
     )
-    log.info("staged %s rows (%s read) for %s %s in %s", rows_out, rows_in, pipeline.table, partition, staged_dir)
+    log.info(
+        "staged %s files (%s rows read) for %s %s in %s", len(files), rows_in, pipeline.table, partition, staged_dir
+    )
     return staged
 
 
-def audit(pipeline: Pipeline, staged: staging.StagedRun) -> gate.AuditReport:
-    """Run the gate on the staged files. On a blocking failure, quarantine and raise."""
+def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
+    """Measure and gate the staged files; return the run with its row count and checksum.
+
+    The staged data is read once, into Spark's cache: the count, the checksum and every
+    check run on it. On a blocking failure, quarantine and raise `GateFailedError`.
+    """
     from wap.spark import get_spark
 
+    if not staged.files:
+        raise GateFailedError(f"{pipeline.table} {staged.partition}: nothing was staged")
     ledger = Ledger()
     clock = _Clock()
-    frame = get_spark().read.parquet(*staged.files) if staged.files else None
-    if frame is None:
-        raise GateFailedError(f"{pipeline.table} {staged.partition}: nothing was staged")
-    report = gate.audit(frame, gate.load_suite(pipeline.suite), staged.rows_out)
-    clock.lap("gate")
+    frame = get_spark().read.parquet(*staged.files).cache()
+    try:
+        rows_out, checksum = staging.content_checksum(frame)
+        clock.lap("read_checksum")
+        report = gate.audit(frame, gate.load_suite(pipeline.suite), rows_out)
+        clock.lap("gate")
+    finally:
+        frame.unpersist()
     log.info("%s", report.summary())
-    details = {"audit": report.to_dict(), "seconds_audit": clock.seconds}
+    measured = dataclasses.replace(staged, rows_out=rows_out, checksum=checksum)
+    fields = {
+        "rows_out": rows_out,
+        "checksum": checksum,
+        "details": {"audit": report.to_dict(), "seconds_audit": clock.seconds},
+    }
     if report.passed:
-        ledger.update(pipeline.name, staged.run_token, details=details)
-        return report
+        ledger.update(pipeline.name, staged.run_token, **fields)
+        return measured
 
     table_location = tables.load_table(pipeline.table).location()
     quarantine = staging.partition_dir(
@@ -160,7 +173,7 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> gate.AuditReport:
         status="quarantined",
         staged_path=quarantine,
         error=f"quality gate failed: {failed}"[:4000],
-        details=details,
+        **fields,
     )
     raise GateFailedError(
         f"{pipeline.table} {staged.partition} failed its quality gate ({failed}); "
@@ -177,6 +190,8 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
       status `skipped`, staged files removed;
     - otherwise one atomic commit, recorded in the table and then in the ledger.
     """
+    if staged.checksum is None:
+        raise ValueError(f"{pipeline.table} {staged.partition}: publish needs an audited run (no checksum)")
     ledger = Ledger()
     clock = _Clock()
     partition = dt.date.fromisoformat(staged.partition)

@@ -23,6 +23,9 @@ SESSION_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.shuffle.partitions": os.environ.get("WAP_SPARK_SHUFFLE_PARTITIONS", "4"),
     "spark.sql.adaptive.enabled": "true",
+    # Staged files sized by bytes, not by core count (see staging.write_staged).
+    "spark.sql.adaptive.advisoryPartitionSizeInBytes": "128m",
+    "spark.sql.adaptive.coalescePartitions.parallelismFirst": "false",
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
 }
 LOCAL_CONF = {

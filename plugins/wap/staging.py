@@ -34,9 +34,10 @@ class StagedRun:
     staged_dir: str
     files: list[str]
     rows_in: int
-    rows_out: int
-    checksum: str
     code_version: str
+    # Measured on the staged files by the audit, which reads them anyway.
+    rows_out: int | None = None
+    checksum: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

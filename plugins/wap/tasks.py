@@ -64,10 +64,9 @@ def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]
 def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
     lineage.report(inputs=[], outputs=[])  # reads staging only, which lineage never names
     try:
-        steps.audit(pipeline, steps.staging.StagedRun.from_dict(staged))
+        return steps.audit(pipeline, steps.staging.StagedRun.from_dict(staged)).to_dict()
     except steps.GateFailedError as exc:
         raise AirflowFailException(str(exc)) from exc
-    return staged
 
 
 @task(task_id="publish")

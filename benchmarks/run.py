@@ -1,0 +1,596 @@
+"""What the write-audit-publish pattern costs, measured against its baselines in one run.
+
+    make bench          # full run (tens of minutes on 2 cores); writes benchmarks/results/
+    make bench-quick    # the same code on tiny sizes (what the test suite runs)
+
+Every figure is printed as a ratio against a baseline measured in the same run, and
+written to `<out>/results.json`, `<out>/results.md` and `<out>/publish_sweep.png`.
+Times are medians of `repeats` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(REPO / "plugins"), str(HERE), str(REPO / "dags")]
+
+from wap.embedded import prepare_airflow  # noqa: E402
+
+DAY = dt.date(2024, 1, 1)
+
+FULL = {
+    "sweep": [10_000, 100_000, 1_000_000, 10_000_000],
+    "upsert_max": 1_000_000,  # pyiceberg upsert joins in the driver: bounded here
+    "wap": [1_000_000, 5_000_000],
+    "backfill_days": 30,
+    "backfill_orders": 1_000_000,
+    "memory": [1_000_000, 10_000_000],
+    "repeats": 3,
+    "parse_repeats": 7,
+}
+QUICK = {
+    "sweep": [1_000, 10_000],
+    "upsert_max": 10_000,
+    "wap": [5_000],
+    "backfill_days": 2,
+    "backfill_orders": 300,
+    "memory": [1_000, 5_000],
+    "repeats": 2,
+    "parse_repeats": 3,
+}
+TARGETS = {
+    "publish_10M_vs_10k": 1.5,
+    "wap_vs_bare_write": 1.5,
+    "gate_rows_per_s": 1_000_000,
+    "backfill_vs_single_pass": 3.0,
+    "driver_rss_10M_vs_1M": 1.3,
+    "dag_parse_vs_minimal": 1.5,
+}
+
+
+def median_seconds(action: Callable[[int], Any], repeats: int) -> float:
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        action(i)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------- 1 + 7: publish sweep, files
+def bench_publish_sweep(cfg: dict, spark, pipeline) -> dict:
+    """Publish time per size, for the metadata-only swap and for the copying alternatives."""
+    from pyiceberg.expressions import EqualTo
+    from synth import silver_rows
+
+    from wap import staging, tables
+
+    table = tables.ensure_table(pipeline.table, pipeline.contract.columns, "order_date")
+    rows_out = []
+    for size in cfg["sweep"]:
+        df = silver_rows(spark, size, DAY)
+        copies = [
+            staging.write_staged(
+                df, staging.partition_dir(table.location(), "data", "order_date", DAY, f"sweep-{size}-{c}")
+            )
+            for c in "ab"
+        ]
+
+        def swap(i: int, copies=copies) -> None:
+            tables.swap_partition(pipeline.table, "order_date", DAY, copies[i % 2], {})
+
+        publish = median_seconds(swap, cfg["repeats"])
+        staged_dir = copies[0][0].rsplit("/", 1)[0]
+        rewrite_dir = f"{tempfile.gettempdir()}/wap-bench-rewrite"
+
+        def spark_rewrite(_: int) -> None:
+            # What a user without a table format does: overwrite the partition's files.
+            spark.read.parquet(staged_dir).write.mode("overwrite").partitionBy("order_date").parquet(rewrite_dir)
+
+        rewrite = median_seconds(spark_rewrite, cfg["repeats"])
+
+        copy_table = tables.ensure_table("bench.copy_" + str(size), pipeline.contract.columns, "order_date")
+        arrow = None
+        if size <= cfg["upsert_max"] or size <= 1_000_000:
+            arrow = spark.read.parquet(staged_dir).toArrow()
+
+        def iceberg_overwrite(_: int) -> None:
+            # pyiceberg writing the rows itself: a copy of the data per publish.
+            copy_table.overwrite(arrow, overwrite_filter=EqualTo("order_date", DAY.isoformat()))
+
+        overwrite = median_seconds(iceberg_overwrite, cfg["repeats"]) if arrow is not None else None
+        upsert = None
+        if size <= cfg["upsert_max"] and arrow is not None:
+            upsert_table = tables.ensure_table("bench.upsert_" + str(size), pipeline.contract.columns, "order_date")
+            upsert_table.append(arrow)  # staging table already loaded; then the upsert of the same keys
+
+            def iceberg_upsert(_: int) -> None:
+                upsert_table.upsert(arrow, join_cols=["order_id"])
+
+            upsert = median_seconds(iceberg_upsert, cfg["repeats"])
+        sizes = [Path(f.removeprefix("file://")).stat().st_size for f in copies[0]]
+        row = {
+            "rows": size,
+            "publish_s": publish,
+            "spark_rewrite_s": rewrite,
+            "iceberg_overwrite_s": overwrite,
+            "iceberg_upsert_s": upsert,
+            "files": len(sizes),
+            "file_mb_min": min(sizes) / 2**20,
+            "file_mb_max": max(sizes) / 2**20,
+            "rows_per_file_max": staging.MAX_RECORDS_PER_FILE,
+        }
+        rows_out.append(row)
+        say(
+            f"  publish {size:>11,} rows: swap {publish:.3f}s  spark rewrite {rewrite:.2f}s  "
+            f"iceberg overwrite {overwrite if overwrite is None else round(overwrite, 2)}s  "
+            f"upsert {upsert if upsert is None else round(upsert, 2)}s  files {len(sizes)}"
+        )
+    return {"sweep": rows_out, "ratio": rows_out[-1]["publish_s"] / rows_out[0]["publish_s"]}
+
+
+# ---------------------------------------------------------------- 2 + 3: WAP vs bare write, gate
+def bench_wap_vs_bare(cfg: dict, spark, pipeline) -> dict:
+    from synth import silver_rows
+
+    from wap import pipeline as steps
+    from wap.ledger import Ledger
+
+    results = []
+    for size in cfg["wap"]:
+        os.environ["BENCH_SYNTH_ROWS"] = str(size)
+        bare_dir = f"{tempfile.gettempdir()}/wap-bench-bare/order_date={DAY}"
+
+        def bare(_: int, size=size) -> None:
+            silver_rows(spark, size, DAY).write.mode("overwrite").parquet(bare_dir)
+
+        phases: list[dict] = []
+
+        def wap(i: int, size=size) -> None:
+            staged = steps.stage(pipeline, DAY, f"bench-wap-{size}", i + 1)
+            staged = steps.audit(pipeline, staged)
+            steps.publish(pipeline, staged)
+            (row,) = [r for r in Ledger().rows(pipeline.name) if r["run_token"] == staged.run_token]
+            phases.append(json.loads(row["details"]))
+
+        bare_s = median_seconds(bare, cfg["repeats"])
+        wap_s = median_seconds(wap, cfg["repeats"])
+        # The whole audit step: read the staged files once (cache), count + checksum, checks.
+        gate_s = statistics.median(sum(p["seconds_audit"].values()) for p in phases)
+        split = {
+            f"{step}.{phase}": statistics.median(p[f"seconds_{step}"][phase] for p in phases)
+            for step in ("stage", "audit", "publish")
+            for phase in phases[0][f"seconds_{step}"]
+        }
+        results.append(
+            {
+                "rows": size,
+                "bare_write_s": bare_s,
+                "wap_s": wap_s,
+                "ratio": wap_s / bare_s,
+                "gate_s": gate_s,
+                "gate_rows_per_s": size / gate_s,
+                "split_s": split,
+            }
+        )
+        say(
+            f"  {size:>11,} rows: bare write {bare_s:.2f}s, write-audit-publish {wap_s:.2f}s "
+            f"= {wap_s / bare_s:.2f}x; gate {size / gate_s:,.0f} rows/s; split {split}"
+        )
+    return {"sizes": results}
+
+
+# ---------------------------------------------------------------- 4: backfill through Airflow
+def bench_backfill(cfg: dict, spark, data_dir: Path) -> dict:
+    from airflow.dag_processing.dagbag import DagBag
+    from synth import landed_events
+
+    from wap import lineage
+    from wap.ledger import Ledger
+    from wap.settings import load_settings
+
+    days, orders = cfg["backfill_days"], cfg["backfill_orders"]
+    landing = load_settings().landing_dir
+    events = landed_events(spark, DAY, days, orders, str(landing))
+    say(f"  landed {events:,} events for {days} days x {orders:,} orders")
+
+    # Ledger and lineage time: wrap the calls (in-process, so the wrappers see them).
+    spent = {"ledger": 0.0, "lineage": 0.0}
+
+    def timed(owner: Any, name: str, bucket: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[bucket] += time.perf_counter() - start
+
+        setattr(owner, name, wrapper)
+
+    for method in ("start", "update", "reconcile", "rows"):
+        timed(Ledger, method, "ledger")
+    timed(lineage, "report", "lineage")
+    from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+
+    timed(OpenLineageAdapter, "emit", "lineage")
+
+    per_day = []
+    for n in range(days):
+        day = DAY + dt.timedelta(days=n)
+        dag = DagBag(str(REPO / "dags" / "silver_orders.py")).dags["silver_orders"]
+        before = dict(spent)
+        start = time.perf_counter()
+        run = dag.test(logical_date=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
+        wall = time.perf_counter() - start
+        if "success" not in str(run.state):
+            raise RuntimeError(f"backfill day {day} failed: {run.state}")
+        row = [r for r in Ledger().rows("silver_orders", day.isoformat()) if r["status"] == "published"][-1]
+        details = json.loads(row["details"])
+        per_day.append(
+            {
+                "day": day.isoformat(),
+                "wall_s": wall,
+                "rows": row["rows_out"],
+                "spark_session": details["seconds_stage"]["spark_session"],
+                "read": details["seconds_stage"]["read"],
+                "transform": details["seconds_stage"]["transform_write"],
+                "audit": sum(details["seconds_audit"].values()),
+                "publish": details["seconds_publish"]["commit"],
+                "ledger": spent["ledger"] - before["ledger"],
+                "lineage": spent["lineage"] - before["lineage"],
+            }
+        )
+        say(f"  backfill {day}: {wall:.1f}s ({row['rows_out']:,} rows)")
+    for entry in per_day:
+        named = sum(entry[k] for k in ("spark_session", "read", "transform", "audit", "publish", "ledger", "lineage"))
+        entry["airflow_and_other"] = max(entry["wall_s"] - named, 0.0)
+
+    # The floor: one Spark job over all days at once, same logic, no gate, no ledger.
+    floor_dir = f"{tempfile.gettempdir()}/wap-bench-floor"
+    sql = (HERE / "single_pass_orders.sql").read_text()
+    from silver_orders import ORDERS
+
+    def single_pass(_: int) -> None:
+        folders = [str(landing / "orders" / f"dt={DAY + dt.timedelta(days=i)}") for i in range(days + 1)]
+        present = [f for f in folders if Path(f).is_dir()]
+        spark.read.schema(ORDERS.sources[0].schema).json(present).createOrReplaceTempView("landed_orders")
+        spark.sql(sql).write.mode("overwrite").partitionBy("order_date").parquet(floor_dir)
+
+    floor_s = median_seconds(single_pass, 1 if days > 5 else cfg["repeats"])
+    cold_start_s = cold_spark_start(cfg)
+    total = sum(d["wall_s"] for d in per_day)
+    # Deployed with one process per task (LocalExecutor/Celery), stage and audit each
+    # start a session; with a shared Spark Connect server neither does.
+    cold_total = total + days * 2 * cold_start_s
+    split = {k: statistics.median(d[k] for d in per_day) for k in per_day[0] if k not in ("day", "rows")}
+    say(
+        f"  backfill {days} days: {total:.1f}s in Airflow vs single pass {floor_s:.1f}s = {total / floor_s:.2f}x; "
+        f"with a cold session per Spark task {cold_total / floor_s:.2f}x (cold start {cold_start_s:.1f}s)"
+    )
+    return {
+        "days": days,
+        "orders_per_day": orders,
+        "events": events,
+        "total_s": total,
+        "per_partition_s": total / days,
+        "single_pass_s": floor_s,
+        "ratio": total / floor_s,
+        "cold_spark_start_s": cold_start_s,
+        "ratio_cold_session_per_task": cold_total / floor_s,
+        "median_split_s": split,
+        "per_day": per_day,
+    }
+
+
+def cold_spark_start(cfg: dict) -> float:
+    """Seconds for a fresh process to get a local Spark session and run a trivial query."""
+    probe = "import time,sys; t=time.perf_counter(); from wap.spark import get_spark; get_spark().range(1).count(); print(time.perf_counter()-t)"
+    times = []
+    for _ in range(max(1, cfg["repeats"] - 1)):
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+        times.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- 5: driver memory
+def bench_memory(cfg: dict) -> dict:
+    """Peak RSS of a process (Python + its JVM) running one write-audit-publish of N rows."""
+    results = []
+    for size in cfg["memory"]:
+        out = subprocess.run(
+            [sys.executable, str(HERE / "memory_probe.py"), str(size)], capture_output=True, text=True, check=True
+        )
+        results.append({"rows": size, **json.loads(out.stdout.strip().splitlines()[-1])})
+        say(
+            f"  memory {size:>11,} rows: peak RSS python {results[-1]['python_mb']:.0f} MB, jvm {results[-1]['jvm_mb']:.0f} MB"
+        )
+    first, last = results[0], results[-1]
+    return {
+        "sizes": results,
+        "ratio": (last["python_mb"] + last["jvm_mb"]) / (first["python_mb"] + first["jvm_mb"]),
+    }
+
+
+# ---------------------------------------------------------------- 6: DAG parse time
+MINIMAL_DAG = """
+import datetime as dt
+from airflow.sdk import dag, task
+
+@dag(schedule="@daily", start_date=dt.datetime(2024, 1, 1), catchup=False, tags=["minimal"])
+def minimal():
+    @task
+    def hello():
+        return 1
+    hello()
+
+minimal()
+"""
+PARSE_PROBE = """
+import sys, time, runpy
+# What every DAG file pays, and a DAG processor has loaded already: the comparison is
+# what the file itself adds (its own imports, e.g. the wap package, included).
+from airflow.sdk import dag, task, Param, Asset  # noqa: F401  (resolves the lazy imports)
+start = time.perf_counter()
+runpy.run_path(sys.argv[1])
+print(time.perf_counter() - start)
+"""
+
+
+def bench_parse(cfg: dict) -> dict:
+    minimal = Path(tempfile.mkdtemp()) / "minimal_dag.py"
+    minimal.write_text(MINIMAL_DAG)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+
+    def parse(path: Path) -> float:
+        samples = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", PARSE_PROBE, str(path)], capture_output=True, text=True, check=True, env=env
+                ).stdout.strip()
+            )
+            for _ in range(cfg["parse_repeats"])
+        ]
+        return statistics.median(samples)
+
+    baseline = parse(minimal)
+    files = {p.name: parse(p) for p in sorted((REPO / "dags").glob("*.py"))}
+    for name, seconds in files.items():
+        say(f"  parse {name}: {seconds * 1000:.1f} ms vs minimal {baseline * 1000:.1f} ms = {seconds / baseline:.2f}x")
+    return {
+        "minimal_s": baseline,
+        "files_s": files,
+        "ratio": max(files.values()) / baseline,
+        "note": "each file parsed in a fresh interpreter that has airflow.sdk's dag/task/Param/Asset "
+        "loaded (as a DAG processor has), so a DAG file's own imports (the wap package) are counted",
+    }
+
+
+# ---------------------------------------------------------------- report
+def machine() -> dict:
+    from importlib.metadata import version
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "java": java,
+        **{p: version(p) for p in ("apache-airflow", "pyspark", "pyiceberg", "great-expectations")},
+    }
+
+
+def verdict(value: float | None, target: float, higher_is_better: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "MISSED"
+
+
+def write_report(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    lines = [
+        f"# Benchmark results ({results['mode']})",
+        "",
+        f"{results['finished']}: {results['machine']['cores']} cores, {results['machine']['memory_gib']} GiB; "
+        f"Airflow {results['machine']['apache-airflow']}, PySpark {results['machine']['pyspark']}, "
+        f"pyiceberg {results['machine']['pyiceberg']}, GX {results['machine']['great-expectations']}. "
+        f"Medians of {results['config']['repeats']} runs.",
+        "",
+        "| # | measure | value | target | |",
+        "|---|---|---|---|---|",
+    ]
+    s = results["sections"]
+    rows = []
+    if "publish" in s:
+        rows.append(
+            ("1", "publish(largest) / publish(smallest)", s["publish"]["ratio"], TARGETS["publish_10M_vs_10k"], False)
+        )
+    if "wap" in s:
+        for r in s["wap"]["sizes"]:
+            rows.append(
+                (
+                    "2",
+                    f"write-audit-publish / bare write, {r['rows']:,} rows",
+                    r["ratio"],
+                    TARGETS["wap_vs_bare_write"],
+                    False,
+                )
+            )
+        for r in s["wap"]["sizes"]:
+            rows.append(
+                ("3", f"gate rows/s, {r['rows']:,} rows", r["gate_rows_per_s"], TARGETS["gate_rows_per_s"], True)
+            )
+    if "backfill" in s:
+        b = s["backfill"]
+        rows.append(
+            (
+                "4",
+                f"backfill {b['days']} days / single pass (warm session)",
+                b["ratio"],
+                TARGETS["backfill_vs_single_pass"],
+                False,
+            )
+        )
+        rows.append(
+            (
+                "4",
+                "same, cold Spark session per Spark task",
+                b["ratio_cold_session_per_task"],
+                TARGETS["backfill_vs_single_pass"],
+                False,
+            )
+        )
+    if "memory" in s:
+        rows.append(("5", "peak RSS largest / smallest", s["memory"]["ratio"], TARGETS["driver_rss_10M_vs_1M"], False))
+    if "parse" in s:
+        rows.append(
+            ("6", "DAG parse / minimal DAG (worst file)", s["parse"]["ratio"], TARGETS["dag_parse_vs_minimal"], False)
+        )
+    for num, name, value, target, higher in rows:
+        shown = f"{value:,.0f}" if higher else f"{value:.2f}x"
+        bound = f"≥ {target:,.0f}" if higher else f"≤ {target}x"
+        lines.append(f"| {num} | {name} | {shown} | {bound} | {verdict(value, target, higher)} |")
+    if "publish" in s:
+        lines += [
+            "",
+            "## Publish sweep (seconds) and staged files",
+            "",
+            "| rows | swap (metadata) | Spark rewrite | pyiceberg overwrite | pyiceberg upsert | files | file MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in s["publish"]["sweep"]:
+            fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+            lines.append(
+                f"| {r['rows']:,} | {fmt(r['publish_s'])} | {fmt(r['spark_rewrite_s'])} | {fmt(r['iceberg_overwrite_s'])} "
+                f"| {fmt(r['iceberg_upsert_s'])} | {r['files']} | {r['file_mb_min']:.1f}–{r['file_mb_max']:.1f} |"
+            )
+    if "backfill" in s:
+        lines += ["", "## Backfill: median seconds per partition", "", "| phase | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in s["backfill"]["median_split_s"].items()]
+        lines += [
+            f"| single pass, per partition | {s['backfill']['single_pass_s'] / s['backfill']['days']:.3f} |",
+            f"| cold Spark session start | {s['backfill']['cold_spark_start_s']:.3f} |",
+        ]
+    if "wap" in s:
+        lines += ["", "## Write-audit-publish split (median seconds)", ""]
+        for r in s["wap"]["sizes"]:
+            lines.append(f"- {r['rows']:,} rows: " + ", ".join(f"{k} {v:.2f}" for k, v in r["split_s"].items()))
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    if "publish" in s:
+        chart(s["publish"]["sweep"], out / "publish_sweep.png")
+
+
+def chart(sweep: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = {
+        "publish_s": "Iceberg swap (this project)",
+        "spark_rewrite_s": "Spark partition overwrite",
+        "iceberg_overwrite_s": "pyiceberg overwrite (copy)",
+        "iceberg_upsert_s": "pyiceberg upsert",
+    }
+    for key, label in series.items():
+        points = [(r["rows"], r[key]) for r in sweep if r[key] is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("rows in the partition")
+    ax.set_ylabel("seconds to publish (median)")
+    ax.set_title("Publishing one partition: metadata swap vs copying")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+SECTIONS = ("publish", "wap", "backfill", "memory", "parse")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code, measures nothing useful")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results[-quick])")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--data-dir", type=Path, default=None, help="scratch folder (default: a new temp folder)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a config value")
+    args = parser.parse_args(argv)
+    cfg = dict(QUICK if args.quick else FULL)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        cfg[key] = json.loads(value)
+    out = args.out or HERE / ("results-quick" if args.quick else "results")
+    only = [s for s in args.only.split(",") if s]
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="wap-bench-"))
+    if "WAP_DATA_DIR" not in os.environ or args.data_dir:
+        prepare_airflow(data_dir)
+        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    bench_dir = Path(os.environ["WAP_DATA_DIR"])
+    # The WAP benchmark's pipeline: the example's suite and contract, reading synthetic rows.
+    (bench_dir / "bench_sql").mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "config": cfg,
+        "targets": TARGETS,
+        "sections": {},
+    }
+    from bench_pipeline import bench_pipeline
+
+    from wap.spark import get_spark
+
+    spark = get_spark()
+    pipeline = bench_pipeline()
+    steps = {
+        "publish": lambda: bench_publish_sweep(cfg, spark, pipeline),
+        "wap": lambda: bench_wap_vs_bare(cfg, spark, pipeline),
+        "backfill": lambda: bench_backfill(cfg, spark, bench_dir),
+        "memory": lambda: bench_memory(cfg),
+        "parse": lambda: bench_parse(cfg),
+    }
+    previous = out / "results.json"
+    if previous.exists():  # a run of some sections keeps the others' last results
+        earlier = json.loads(previous.read_text())
+        if earlier.get("mode") == results["mode"]:
+            results["sections"] = {k: v for k, v in earlier["sections"].items() if k not in only}
+    for name in only:
+        say(f"[{name}]")
+        results["sections"][name] = steps[name]()
+        results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        write_report(results, out)  # after each section: a long run keeps what it measured
+    say(f"results: {out / 'results.md'}")
+    say((out / "results.md").read_text())
+    return results
+
+
+if __name__ == "__main__":
+    main()
