@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format lock clean
+.PHONY: run test bench bench-quick lint format lock clean
 
 $(STAMP): requirements.txt scripts/check_prereqs.py
 	@$(PYTHON) scripts/check_prereqs.py
@@ -23,6 +23,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@$(PY) -m pytest
+
+# Benchmarks: ratios against baselines measured in the same run; results in benchmarks/results/.
+bench: $(STAMP)
+	@$(PY) benchmarks/run.py
+
+bench-quick: $(STAMP)
+	@$(PY) benchmarks/run.py --quick
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
