@@ -177,7 +177,8 @@ def run_suite(df: DataFrame, suite: dict[str, Any]) -> list[Finding]:
                 sample=list(result.get("partial_unexpected_list") or [])[:SAMPLE_VALUES],
                 message=f"expectation raised: {error}"
                 if error
-                else ("" if not outcome.success or error else "passed on recheck"),
+                # Same data, same check: cannot normally happen; the first verdict stands.
+                else ("" if not outcome.success else "failed, then passed when rechecked for details"),
             )
         )
     return findings
