@@ -40,6 +40,7 @@ FULL = {
     "backfill_orders": 1_000_000,
     "memory": [1_000_000, 10_000_000],
     "repeats": 3,
+    "swap_repeats": 9,  # cheap, and short enough to be noisy
     "parse_repeats": 7,
 }
 QUICK = {
@@ -50,6 +51,7 @@ QUICK = {
     "backfill_orders": 300,
     "memory": [1_000, 5_000],
     "repeats": 2,
+    "swap_repeats": 3,
     "parse_repeats": 3,
 }
 TARGETS = {
@@ -83,9 +85,12 @@ def bench_publish_sweep(cfg: dict, spark, pipeline) -> dict:
 
     from wap import staging, tables
 
-    table = tables.ensure_table(pipeline.table, pipeline.contract.columns, "order_date")
     rows_out = []
     for size in cfg["sweep"]:
+        # A fresh table per size: a commit's cost grows with the table's metadata (its
+        # snapshot history), which must not grow along the sweep.
+        swap_table = f"bench.swap_{size}"
+        table = tables.ensure_table(swap_table, pipeline.contract.columns, "order_date")
         df = silver_rows(spark, size, DAY)
         copies = [
             staging.write_staged(
@@ -94,10 +99,11 @@ def bench_publish_sweep(cfg: dict, spark, pipeline) -> dict:
             for c in "ab"
         ]
 
-        def swap(i: int, copies=copies) -> None:
-            tables.swap_partition(pipeline.table, "order_date", DAY, copies[i % 2], {})
+        def swap(i: int, copies=copies, swap_table=swap_table) -> None:
+            tables.swap_partition(swap_table, "order_date", DAY, copies[i % 2], {})
 
-        publish = median_seconds(swap, cfg["repeats"])
+        swap(0)  # the first publish into an empty table is not a swap: not timed
+        publish = median_seconds(swap, cfg["swap_repeats"])
         staged_dir = copies[0][0].rsplit("/", 1)[0]
         rewrite_dir = f"{tempfile.gettempdir()}/wap-bench-rewrite"
 
@@ -253,14 +259,18 @@ def bench_backfill(cfg: dict, spark, data_dir: Path) -> dict:
 
     floor_s = median_seconds(single_pass, 1 if days > 5 else cfg["repeats"])
     cold_start_s = cold_spark_start(cfg)
+    connect_start_s = connect_session_start(cfg)
     total = sum(d["wall_s"] for d in per_day)
     # Deployed with one process per task (LocalExecutor/Celery), stage and audit each
-    # start a session; with a shared Spark Connect server neither does.
+    # start a session: a local one costs a cold JVM start, a shared Spark Connect server
+    # only a client connection.
     cold_total = total + days * 2 * cold_start_s
+    connect_total = total + days * 2 * connect_start_s
     split = {k: statistics.median(d[k] for d in per_day) for k in per_day[0] if k not in ("day", "rows")}
     say(
         f"  backfill {days} days: {total:.1f}s in Airflow vs single pass {floor_s:.1f}s = {total / floor_s:.2f}x; "
-        f"with a cold session per Spark task {cold_total / floor_s:.2f}x (cold start {cold_start_s:.1f}s)"
+        f"with a cold session per Spark task {cold_total / floor_s:.2f}x (cold start {cold_start_s:.1f}s); "
+        f"with a shared Spark Connect server {connect_total / floor_s:.2f}x (connect {connect_start_s:.2f}s)"
     )
     return {
         "days": days,
@@ -272,6 +282,8 @@ def bench_backfill(cfg: dict, spark, data_dir: Path) -> dict:
         "ratio": total / floor_s,
         "cold_spark_start_s": cold_start_s,
         "ratio_cold_session_per_task": cold_total / floor_s,
+        "connect_session_start_s": connect_start_s,
+        "ratio_shared_spark_connect": connect_total / floor_s,
         "median_split_s": split,
         "per_day": per_day,
     }
@@ -311,6 +323,56 @@ def run_backfill(days: int, spent: dict[str, float]) -> list[dict]:
         )
         say(f"  backfill {day}: {wall:.1f}s ({row['rows_out']:,} rows)")
     return per_day
+
+
+def connect_session_start(cfg: dict) -> float:
+    """Seconds for a fresh process to get a session from an already running Spark Connect
+    server and run a trivial query: a task's start-up cost when workers share one server."""
+    import socket
+
+    import pyspark
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    server = subprocess.Popen(
+        [
+            str(spark_submit),
+            "--class",
+            "org.apache.spark.sql.connect.service.SparkConnectServer",
+            "--conf",
+            f"spark.connect.grpc.binding.port={port}",
+            "--conf",
+            "spark.ui.enabled=false",
+            "spark-internal",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("the Spark Connect server did not start")
+            time.sleep(0.5)
+        probe = (
+            "import time; t=time.perf_counter(); from wap.spark import get_spark; "
+            "get_spark().range(1).count(); print(time.perf_counter()-t)"
+        )
+        env = {**os.environ, "WAP_SPARK_REMOTE": f"sc://127.0.0.1:{port}"}
+        times = []
+        for _ in range(max(1, cfg["repeats"])):
+            out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+            times.append(float(out.stdout.strip().splitlines()[-1]))
+        return statistics.median(times)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
 
 
 def cold_spark_start(cfg: dict) -> float:

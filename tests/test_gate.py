@@ -119,7 +119,7 @@ def test_an_expectation_that_errors_is_a_failure_not_a_pass(spark):
         "name": "broken",
         "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "no_such_column"}}],
     }
-    findings = run_suite(spark.sql("SELECT 1 AS id"), suite)
+    findings = run_suite(spark.sql("SELECT 1 AS id"), suite["expectations"])
     assert len(findings) == 1
     assert findings[0].severity == "blocking"
     assert findings[0].column == "no_such_column"

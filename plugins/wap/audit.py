@@ -6,12 +6,18 @@ policy for added columns). Each expectation may set `meta.severity` to `warning`
 (recorded, published anyway); the default is `blocking`.
 
 An expectation that raises inside GX counts as failed, never as passed.
+
+Speed: the common expectation types (below, `_compile`) are evaluated by the gate itself,
+all in one Spark aggregation over the staged data, with GX's semantics (checked against
+GX by the tests). GX evaluates every other type, and re-runs the failed ones to report
+their counts and sample values. A passing partition therefore costs one pass.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -130,12 +136,15 @@ def check_contract(df: DataFrame, contract: Contract) -> list[Finding]:
     return findings
 
 
-def run_suite(df: DataFrame, suite: dict[str, Any]) -> list[Finding]:
-    """Validate `df` with the suite; a finding for every expectation not met.
+def run_suite(df: DataFrame, expectations: list[dict[str, Any]], *, known_failed: bool = False) -> list[Finding]:
+    """Validate `df` with GX; a finding for every expectation not met.
 
-    Two passes, the second only when needed: every expectation with GX's cheapest result
-    format (pass/fail), then the ones that failed again for their counts and samples.
+    Two passes, the second only when needed: GX's cheapest result format (pass/fail),
+    then the failed expectations again for their counts and samples. `known_failed`
+    skips the first pass (the caller already knows they fail).
     """
+    if not expectations:
+        return []
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -148,18 +157,20 @@ def run_suite(df: DataFrame, suite: dict[str, Any]) -> list[Finding]:
         .add_batch_definition_whole_dataframe("all")
     )
 
-    def validate(expectations: list[dict[str, Any]], result_format: dict[str, Any]) -> list[Any]:
+    def validate(checks: list[dict[str, Any]], result_format: dict[str, Any]) -> list[Any]:
         batch = batches.get_batch(batch_parameters={"dataframe": df})
-        checks = gx.ExpectationSuite(name=suite["name"], expectations=expectations)
-        return batch.validate(checks, result_format=result_format).results
+        return batch.validate(
+            gx.ExpectationSuite(name="gate", expectations=checks), result_format=result_format
+        ).results
 
-    first = validate(suite["expectations"], {"result_format": "BOOLEAN_ONLY"})
-    failed = [i for i, outcome in enumerate(first) if not outcome.success or _raised(outcome.exception_info)]
-    if not failed:
-        return []
-    # GX may order results differently from the suite: match them back by configuration.
-    wanted = [first[i].expectation_config.to_json_dict() for i in failed]
-    details = validate(wanted, {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_VALUES})
+    if not known_failed:
+        first = validate(expectations, {"result_format": "BOOLEAN_ONLY"})
+        failed = [o for o in first if not o.success or _raised(o.exception_info)]
+        if not failed:
+            return []
+        # GX may order results differently from the suite: take the configurations back.
+        expectations = [o.expectation_config.to_json_dict() for o in failed]
+    details = validate(expectations, {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_VALUES})
 
     findings = []
     for outcome in details:
@@ -177,11 +188,99 @@ def run_suite(df: DataFrame, suite: dict[str, Any]) -> list[Finding]:
                 sample=list(result.get("partial_unexpected_list") or [])[:SAMPLE_VALUES],
                 message=f"expectation raised: {error}"
                 if error
-                # Same data, same check: cannot normally happen; the first verdict stands.
+                # A check already judged failed that GX passes: the first verdict stands.
                 else ("" if not outcome.success else "failed, then passed when rechecked for details"),
             )
         )
     return findings
+
+
+# ------------------------------------------------------------------ single-pass evaluation
+_NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double", "decimal")
+Check = tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]
+
+
+def _compile(expectation: dict[str, Any], key: str, types: dict[str, str]) -> Check | None:
+    """Aggregate columns and a verdict for one expectation, or None to leave it to GX.
+
+    Only plain forms are compiled (no row_condition or other options); anything else,
+    and any column the data does not have, goes to GX.
+    """
+    from pyspark.sql import functions as F
+
+    kind, kwargs = expectation.get("type"), dict(expectation.get("kwargs") or {})
+    mostly = float(kwargs.pop("mostly", 1.0))
+    column = kwargs.pop("column", None)
+    if column is not None and column not in types:
+        return None
+    col = F.col(f"`{column}`") if column else None
+
+    def share_ok(values: dict[str, Any]) -> bool:
+        # GX: success when (1 - unexpected / considered) >= mostly; vacuous when none considered.
+        considered, unexpected = values[f"{key}_n"], values[f"{key}_u"]
+        return considered == 0 or (1 - unexpected / considered) >= mostly
+
+    if kind == "expect_table_row_count_to_be_between" and set(kwargs) <= {"min_value", "max_value"}:
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        aggregates = {f"{key}_rows": F.count(F.lit(1))}
+        return (
+            aggregates,
+            lambda v: (low is None or v[f"{key}_rows"] >= low) and (high is None or v[f"{key}_rows"] <= high),
+        )
+    if kind == "expect_column_values_to_not_be_null" and not kwargs:
+        return {f"{key}_n": F.count(F.lit(1)), f"{key}_u": F.count_if(col.isNull())}, share_ok
+    if kind == "expect_column_values_to_be_unique" and not kwargs and mostly == 1.0:
+        # Unique iff non-null values = distinct values (GX ignores nulls).
+        aggregates = {f"{key}_nn": F.count(col), f"{key}_d": F.count_distinct(col)}
+        return aggregates, lambda v: v[f"{key}_nn"] == v[f"{key}_d"]
+    if kind == "expect_column_values_to_be_between" and set(kwargs) <= {
+        "min_value",
+        "max_value",
+        "strict_min",
+        "strict_max",
+    }:
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        numeric = types[column].startswith(_NUMERIC) and all(
+            isinstance(b, int | float) for b in (low, high) if b is not None
+        )
+        if not numeric or (low is None and high is None):
+            return None
+        inside = F.lit(True)
+        if low is not None:
+            inside = inside & ((col > low) if kwargs.get("strict_min") else (col >= low))
+        if high is not None:
+            inside = inside & ((col < high) if kwargs.get("strict_max") else (col <= high))
+        return {f"{key}_n": F.count(col), f"{key}_u": F.count_if(col.isNotNull() & ~inside)}, share_ok
+    if kind == "expect_column_values_to_be_in_set" and set(kwargs) == {"value_set"}:
+        values = list(kwargs["value_set"])
+        if not values or not all(isinstance(x, str) for x in values) or types[column] != "string":
+            return None
+        return {f"{key}_n": F.count(col), f"{key}_u": F.count_if(col.isNotNull() & ~col.isin(values))}, share_ok
+    return None
+
+
+def evaluate(
+    df: DataFrame, expectations: list[dict[str, Any]], also: dict[str, Any] | None = None
+) -> tuple[list[Finding], dict[str, Any]]:
+    """All expectations, the compilable ones in one aggregation with `also`'s columns.
+
+    Returns the findings and the values of `also` (e.g. a row count and checksum).
+    """
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    compiled: dict[int, Check] = {}
+    for i, expectation in enumerate(expectations):
+        check = _compile(expectation, f"e{i}", types)
+        if check is not None:
+            compiled[i] = check
+    aggregates = dict(also or {})
+    for parts, _ in compiled.values():
+        aggregates.update(parts)
+    values = df.agg(*[column.alias(name) for name, column in aggregates.items()]).first().asDict()
+
+    failed = [expectations[i] for i, (_, verdict) in compiled.items() if not verdict(values)]
+    others = [e for i, e in enumerate(expectations) if i not in compiled]
+    findings = run_suite(df, failed, known_failed=True) + run_suite(df, others)
+    return findings, {name: values[name] for name in also or {}}
 
 
 def _raised(exception_info: Any) -> str | None:
@@ -195,9 +294,20 @@ def _raised(exception_info: Any) -> str | None:
     return None
 
 
-def audit(df: DataFrame, suite: dict[str, Any], rows: int) -> AuditReport:
-    """The gate: contract first (a broken schema makes expectations meaningless), then the suite."""
+def audit(
+    df: DataFrame, suite: dict[str, Any], also: dict[str, Any] | None = None
+) -> tuple[AuditReport, dict[str, Any]]:
+    """The gate: contract first (a broken schema makes expectations meaningless), then the suite.
+
+    `also`: more aggregate columns to compute in the same pass (returned by name).
+    """
+    from pyspark.sql import functions as F
+
+    aggregates = {"_gate_rows": F.count(F.lit(1)), **(also or {})}
     findings = check_contract(df, load_contract(suite))
-    if not any(f.severity == BLOCKING for f in findings):
-        findings += run_suite(df, suite)
-    return AuditReport(rows=rows, findings=findings)
+    if any(f.severity == BLOCKING for f in findings):
+        values = df.agg(*[column.alias(name) for name, column in aggregates.items()]).first().asDict()
+    else:
+        more, values = evaluate(df, suite["expectations"], aggregates)
+        findings += more
+    return AuditReport(rows=int(values.pop("_gate_rows")), findings=findings), values

@@ -94,15 +94,13 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
     ledger.reconcile(pipeline.name, partition.isoformat(), run_id, lambda t: tables.find_publish(table, t))
     ledger.start(**attempt)
     clock = _Clock()
-    cached = []
     try:
         spark = get_spark()
         clock.lap("spark_session")
         rows_in = 0
         for source in pipeline.sources:
-            # Cached: counting the input and transforming it then parse it once.
-            frame = source.read(spark, partition).cache()
-            cached.append(frame)
+            # Not cached: building the cache costs more than the count, which reads no columns.
+            frame = source.read(spark, partition)
             frame.createOrReplaceTempView(source.view)
             rows_in += frame.count()
         clock.lap("read")
@@ -114,9 +112,6 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
     except Exception as exc:
         ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:4000])
         raise
-    finally:
-        for frame in cached:
-            frame.unpersist()
     ledger.update(
         pipeline.name, token, rows_in=rows_in, staged_path=staged_dir, details={"seconds_stage": clock.seconds}
     )
@@ -129,8 +124,8 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
 def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
     """Measure and gate the staged files; return the run with its row count and checksum.
 
-    The staged data is read once, into Spark's cache: the count, the checksum and every
-    check run on it. On a blocking failure, quarantine and raise `GateFailedError`.
+    A passing partition costs one read of the staged files (see `audit`); on a blocking
+    failure, the files are quarantined and `GateFailedError` raised.
     """
     from wap.spark import get_spark
 
@@ -138,14 +133,11 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
         raise GateFailedError(f"{pipeline.table} {staged.partition}: nothing was staged")
     ledger = Ledger()
     clock = _Clock()
-    frame = get_spark().read.parquet(*staged.files).cache()
-    try:
-        rows_out, checksum = staging.content_checksum(frame)
-        clock.lap("read_checksum")
-        report = gate.audit(frame, gate.load_suite(pipeline.suite), rows_out)
-        clock.lap("gate")
-    finally:
-        frame.unpersist()
+    frame = get_spark().read.parquet(*staged.files)
+    # One pass when the data is good: the count, the checksum and the checks together.
+    report, values = gate.audit(frame, gate.load_suite(pipeline.suite), also=staging.checksum_aggregates(frame))
+    rows_out, checksum = staging.format_checksum(values)
+    clock.lap("gate")
     log.info("%s", report.summary())
     measured = dataclasses.replace(staged, rows_out=rows_out, checksum=checksum)
     fields = {

@@ -71,18 +71,29 @@ def write_staged(df: DataFrame, staged_dir: str) -> list[str]:
     return list_parquet(staged_dir)
 
 
-def content_checksum(df: DataFrame) -> tuple[int, str]:
-    """Row count and an order-independent checksum of every column of every row.
+def checksum_aggregates(df: DataFrame) -> dict[str, Any]:
+    """Aggregate columns for `content_checksum`, to compute it inside another pass.
 
-    Sum (not XOR) of per-row hashes, so duplicate rows change the checksum instead of
-    cancelling out; summed as a decimal so it cannot overflow.
+    Sum (not XOR) of per-row hashes of every column, so duplicate rows change the checksum
+    instead of cancelling out; summed as a decimal so it cannot overflow.
     """
     from pyspark.sql import functions as F
 
     row_hash = F.xxhash64(*[F.col(f"`{c}`") for c in sorted(df.columns)]).cast("decimal(38,0)")
-    rows, total = df.agg(F.count(F.lit(1)), F.sum(row_hash)).first()
-    digest = hashlib.sha256(f"{rows}:{total or 0}".encode()).hexdigest()[:16]
-    return int(rows), digest
+    return {"_rows": F.count(F.lit(1)), "_hash_sum": F.sum(row_hash)}
+
+
+def format_checksum(values: dict[str, Any]) -> tuple[int, str]:
+    """(row count, checksum) from the values of `checksum_aggregates`."""
+    rows, total = int(values["_rows"]), values["_hash_sum"] or 0
+    return rows, hashlib.sha256(f"{rows}:{total}".encode()).hexdigest()[:16]
+
+
+def content_checksum(df: DataFrame) -> tuple[int, str]:
+    """Row count and an order-independent checksum of every column of every row."""
+    aggregates = checksum_aggregates(df)
+    row = df.agg(*[column.alias(name) for name, column in aggregates.items()]).first()
+    return format_checksum(row.asDict())
 
 
 def list_parquet(directory: str) -> list[str]:
