@@ -23,7 +23,7 @@ import resource  # noqa: E402
 
 from bench_pipeline import bench_pipeline  # noqa: E402
 
-from wap import pipeline as steps  # noqa: E402
+from wap import steps  # noqa: E402
 
 peak_jvm_kb = 0
 

@@ -157,7 +157,7 @@ def bench_publish_sweep(cfg: dict, spark, pipeline) -> dict:
 def bench_wap_vs_bare(cfg: dict, spark, pipeline) -> dict:
     from synth import silver_rows
 
-    from wap import pipeline as steps
+    from wap import steps
     from wap.ledger import Ledger
 
     results = []

@@ -123,10 +123,10 @@ def test_a_new_attempt_of_the_same_inputs_stages_the_same_checksum(published, sp
     """Determinism of the transform itself: two attempts stage byte-for-byte equal content."""
     from silver_orders import ORDERS
 
-    from wap import pipeline
+    from wap import steps
 
-    first = pipeline.audit(ORDERS, pipeline.stage(ORDERS, DAYS[0], "determinism-check", 1))
-    second = pipeline.audit(ORDERS, pipeline.stage(ORDERS, DAYS[0], "determinism-check", 2))
+    first = steps.audit(ORDERS, steps.stage(ORDERS, DAYS[0], "determinism-check", 1))
+    second = steps.audit(ORDERS, steps.stage(ORDERS, DAYS[0], "determinism-check", 2))
     assert first.staged_dir != second.staged_dir
     assert (first.rows_out, first.checksum) == (second.rows_out, second.checksum)
     assert first.checksum == fingerprint("silver.orders", DAYS[0])[1]

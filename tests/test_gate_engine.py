@@ -65,8 +65,8 @@ def test_single_pass_verdict_equals_great_expectations(frame, expectation):
     types = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
     compiled = _compile(expectation, "e0", types)
     assert compiled is not None, "this form is meant to be evaluated in the single pass"
-    aggregates, verdict = compiled
-    values = frame.agg(*[c.alias(n) for n, c in aggregates.items()]).first().asDict()
+    shared, own, verdict = compiled
+    values = frame.agg(*[c.alias(n) for n, c in {**shared, **own}.items()]).first().asDict()
 
     findings = run_suite(frame, [expectation])
     assert verdict(values) == (not findings), (values, findings)

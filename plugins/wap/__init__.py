@@ -11,7 +11,8 @@ One module per concern, each usable without Airflow running:
 - `tables`     Iceberg: create, atomic partition swap, history, reads
 - `ledger`     the run ledger (SQLAlchemy Core)
 - `lineage`    OpenLineage dataset names for live tables
-- `pipeline`   a pipeline's declaration and the steps of one run
+- `pipeline`   a pipeline's declaration (light: DAG files import it)
+- `steps`      the steps of one run: stage, audit, publish
 - `tasks`      the Airflow edge: TaskFlow tasks that call the steps
 
 Heavy libraries (pyspark, great_expectations, pyiceberg) are imported inside

@@ -8,9 +8,9 @@ policy for added columns). Each expectation may set `meta.severity` to `warning`
 An expectation that raises inside GX counts as failed, never as passed.
 
 Speed: the common expectation types (below, `_compile`) are evaluated by the gate itself,
-all in one Spark aggregation over the staged data, with GX's semantics (checked against
-GX by the tests). GX evaluates every other type, and re-runs the failed ones to report
-their counts and sample values. A passing partition therefore costs one pass.
+in one Spark aggregation over the staged data (plus one per uniqueness check), with GX's
+semantics (held to GX case by case by the tests). GX evaluates every other type, and
+re-runs the failed ones to report their counts and sample values; its verdict is final.
 """
 
 from __future__ import annotations
@@ -176,6 +176,10 @@ def run_suite(df: DataFrame, expectations: list[dict[str, Any]], *, known_failed
     for outcome in details:
         config = outcome.expectation_config
         error = _raised(outcome.exception_info)
+        if outcome.success and not error:
+            # Only a single-pass verdict can be overturned here (a hash collision in the
+            # uniqueness check): GX's exact evaluation is the reference.
+            continue
         result = outcome.result or {}
         findings.append(
             Finding(
@@ -186,10 +190,7 @@ def run_suite(df: DataFrame, expectations: list[dict[str, Any]], *, known_failed
                 unexpected_count=result.get("unexpected_count"),
                 unexpected_percent=result.get("unexpected_percent"),
                 sample=list(result.get("partial_unexpected_list") or [])[:SAMPLE_VALUES],
-                message=f"expectation raised: {error}"
-                if error
-                # A check already judged failed that GX passes: the first verdict stands.
-                else ("" if not outcome.success else "failed, then passed when rechecked for details"),
+                message=f"expectation raised: {error}" if error else "",
             )
         )
     return findings
@@ -197,7 +198,8 @@ def run_suite(df: DataFrame, expectations: list[dict[str, Any]], *, known_failed
 
 # ------------------------------------------------------------------ single-pass evaluation
 _NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double", "decimal")
-Check = tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]
+# (aggregates for the shared pass, aggregates for a pass of their own, verdict)
+Check = tuple[dict[str, Any], dict[str, Any], Callable[[dict[str, Any]], bool]]
 
 
 def _compile(expectation: dict[str, Any], key: str, types: dict[str, str]) -> Check | None:
@@ -225,14 +227,20 @@ def _compile(expectation: dict[str, Any], key: str, types: dict[str, str]) -> Ch
         aggregates = {f"{key}_rows": F.count(F.lit(1))}
         return (
             aggregates,
+            {},
             lambda v: (low is None or v[f"{key}_rows"] >= low) and (high is None or v[f"{key}_rows"] <= high),
         )
     if kind == "expect_column_values_to_not_be_null" and not kwargs:
-        return {f"{key}_n": F.count(F.lit(1)), f"{key}_u": F.count_if(col.isNull())}, share_ok
+        return {f"{key}_n": F.count(F.lit(1)), f"{key}_u": F.count_if(col.isNull())}, {}, share_ok
     if kind == "expect_column_values_to_be_unique" and not kwargs and mostly == 1.0:
-        # Unique iff non-null values = distinct values (GX ignores nulls).
-        aggregates = {f"{key}_nn": F.count(col), f"{key}_d": F.count_distinct(col)}
-        return aggregates, lambda v: v[f"{key}_nn"] == v[f"{key}_d"]
+        # Unique iff non-null values = distinct values (GX ignores nulls). Distinct 64-bit
+        # hashes are cheaper to count than the values; a collision can only make a unique
+        # column look duplicated, and then GX's recheck of the failure decides. A pass of
+        # its own: Spark computes a distinct count by multiplying the rows every other
+        # aggregate of the same query would then see.
+        # (xxhash64 of a null is not null: keep nulls out explicitly.)
+        distinct = {f"{key}_d": F.count_distinct(F.when(col.isNotNull(), F.xxhash64(col)))}
+        return {f"{key}_nn": F.count(col)}, distinct, lambda v: v[f"{key}_nn"] == v[f"{key}_d"]
     if kind == "expect_column_values_to_be_between" and set(kwargs) <= {
         "min_value",
         "max_value",
@@ -250,13 +258,17 @@ def _compile(expectation: dict[str, Any], key: str, types: dict[str, str]) -> Ch
             inside = inside & ((col > low) if kwargs.get("strict_min") else (col >= low))
         if high is not None:
             inside = inside & ((col < high) if kwargs.get("strict_max") else (col <= high))
-        return {f"{key}_n": F.count(col), f"{key}_u": F.count_if(col.isNotNull() & ~inside)}, share_ok
+        return {f"{key}_n": F.count(col), f"{key}_u": F.count_if(col.isNotNull() & ~inside)}, {}, share_ok
     if kind == "expect_column_values_to_be_in_set" and set(kwargs) == {"value_set"}:
         values = list(kwargs["value_set"])
         if not values or not all(isinstance(x, str) for x in values) or types[column] != "string":
             return None
-        return {f"{key}_n": F.count(col), f"{key}_u": F.count_if(col.isNotNull() & ~col.isin(values))}, share_ok
+        return {f"{key}_n": F.count(col), f"{key}_u": F.count_if(col.isNotNull() & ~col.isin(values))}, {}, share_ok
     return None
+
+
+def _aggregate(df: DataFrame, aggregates: dict[str, Any]) -> dict[str, Any]:
+    return df.agg(*[column.alias(name) for name, column in aggregates.items()]).first().asDict()
 
 
 def evaluate(
@@ -272,12 +284,15 @@ def evaluate(
         check = _compile(expectation, f"e{i}", types)
         if check is not None:
             compiled[i] = check
-    aggregates = dict(also or {})
-    for parts, _ in compiled.values():
-        aggregates.update(parts)
-    values = df.agg(*[column.alias(name) for name, column in aggregates.items()]).first().asDict()
+    shared = dict(also or {})
+    for parts, _, _ in compiled.values():
+        shared.update(parts)
+    values = _aggregate(df, shared)
+    for _, own, _ in compiled.values():
+        if own:
+            values.update(_aggregate(df, own))
 
-    failed = [expectations[i] for i, (_, verdict) in compiled.items() if not verdict(values)]
+    failed = [expectations[i] for i, (_, _, verdict) in compiled.items() if not verdict(values)]
     others = [e for i, e in enumerate(expectations) if i not in compiled]
     findings = run_suite(df, failed, known_failed=True) + run_suite(df, others)
     return findings, {name: values[name] for name in also or {}}
@@ -306,7 +321,7 @@ def audit(
     aggregates = {"_gate_rows": F.count(F.lit(1)), **(also or {})}
     findings = check_contract(df, load_contract(suite))
     if any(f.severity == BLOCKING for f in findings):
-        values = df.agg(*[column.alias(name) for name, column in aggregates.items()]).first().asDict()
+        values = _aggregate(df, aggregates)
     else:
         more, values = evaluate(df, suite["expectations"], aggregates)
         findings += more

@@ -9,7 +9,6 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from wap import tables
 from wap.settings import load_settings
 
 if TYPE_CHECKING:
@@ -70,9 +69,13 @@ class PublishedTable:
         return self.table.replace(".", "_")
 
     def location(self) -> str:
+        from wap import tables
+
         return tables.load_table(self.table).location()
 
     def read(self, spark: SparkSession, partition: dt.date) -> DataFrame:
+        from wap import tables
+
         files = tables.partition_files(tables.load_table(self.table), self.partition_column, partition)
         if not files:
             raise SourceMissingError(

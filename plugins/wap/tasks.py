@@ -20,7 +20,6 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from wap import lineage
 from wap import partition as partitions
-from wap import pipeline as steps
 from wap.pipeline import Pipeline
 
 PARTITION_PARAM = Param(
@@ -54,6 +53,8 @@ def resolve_partition(**context: Any) -> str:
 
 @task(task_id="stage")
 def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]:
+    from wap import steps
+
     day = partitions.parse_partition(partition)
     lineage.report(inputs=[source.location() for source in pipeline.sources], outputs=[])
     staged = steps.stage(pipeline, day, context["run_id"], context["ti"].try_number)
@@ -62,6 +63,8 @@ def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]
 
 @task(task_id="audit")
 def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
+    from wap import steps
+
     lineage.report(inputs=[], outputs=[])  # reads staging only, which lineage never names
     try:
         return steps.audit(pipeline, steps.staging.StagedRun.from_dict(staged)).to_dict()
@@ -71,6 +74,8 @@ def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
 
 @task(task_id="publish")
 def _publish(pipeline: Pipeline, staged: dict[str, Any], **context: Any) -> dict[str, Any]:
+    from wap import steps
+
     run = steps.staging.StagedRun.from_dict(staged)
     lineage.report(
         inputs=[source.location() for source in pipeline.sources],
