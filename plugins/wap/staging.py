@@ -66,8 +66,16 @@ def partition_dir(table_location: str, area: str, column: str, partition: dt.dat
 
 
 def write_staged(df: DataFrame, staged_dir: str) -> list[str]:
-    """Write `df` as Parquet under `staged_dir` (replacing a previous try's leftovers)."""
-    (df.coalesce(1).write.mode("overwrite").option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(staged_dir))
+    """Write `df` as Parquet under `staged_dir` (replacing a previous try's leftovers).
+
+    File sizes come from Spark without a single-task bottleneck: after a shuffle (GROUP
+    BY, DISTINCT, JOIN) adaptive execution coalesces the output to partitions of about
+    `spark.sql.adaptive.advisoryPartitionSizeInBytes` (one file for a small day); without
+    one, input splits are up to `spark.sql.files.maxPartitionBytes`; and no file holds
+    more than MAX_RECORDS_PER_FILE rows. (`coalesce(1)` wrote one file but in one task:
+    twice as slow at 5M rows on 2 cores.)
+    """
+    df.write.mode("overwrite").option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(staged_dir)
     return list_parquet(staged_dir)
 
 

@@ -86,8 +86,9 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
 def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
     """Measure and gate the staged files; return the run with its row count and checksum.
 
-    A passing partition costs one read of the staged files (see `audit`); on a blocking
-    failure, the files are quarantined and `GateFailedError` raised.
+    A passing partition costs one read of the staged files, plus one per uniqueness check
+    (see `audit.evaluate`); on a blocking failure, the files are quarantined and
+    `GateFailedError` raised.
     """
     from wap.spark import get_spark
 
@@ -96,7 +97,7 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
     ledger = Ledger()
     clock = _Clock()
     frame = get_spark().read.parquet(*staged.files)
-    # One pass when the data is good: the count, the checksum and the checks together.
+    # The count, the checksum and the checks in one aggregation when the data is good.
     report, values = gate.audit(frame, gate.load_suite(pipeline.suite), also=staging.checksum_aggregates(frame))
     rows_out, checksum = staging.format_checksum(values)
     clock.lap("gate")
