@@ -14,21 +14,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset
 
 
-def dataset_name(uri: str) -> tuple[str, str]:
-    """OpenLineage (namespace, name) for a file or object-store location.
-
-    Naming conventions: local files are namespace `file`, name the absolute path;
-    object stores are namespace `<scheme>://<bucket>`, name the key path.
-    """
-    scheme, _, rest = uri.partition("://")
-    if not rest:
-        return "file", uri
-    if scheme == "file":
-        return "file", rest
-    bucket, _, key = rest.partition("/")
-    return f"{scheme}://{bucket}", key
-
-
 def table_asset(identifier: str) -> Asset:
     """The Airflow asset of a live table; its events carry the partition key."""
     from airflow.sdk import Asset

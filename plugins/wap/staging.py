@@ -80,7 +80,7 @@ def write_staged(df: DataFrame, staged_dir: str) -> list[str]:
 
 
 def checksum_aggregates(df: DataFrame) -> dict[str, Any]:
-    """Aggregate columns for `content_checksum`, to compute it inside another pass.
+    """Aggregate columns of a content checksum, computed inside another pass (the audit's).
 
     The sums (not XOR) of the two 32-bit halves of a 64-bit hash of every column of every
     row: order-independent, duplicate rows change it instead of cancelling out, and the
@@ -101,13 +101,6 @@ def format_checksum(values: dict[str, Any]) -> tuple[int, str]:
     rows = int(values["_rows"])
     digest = hashlib.sha256(f"{rows}:{values['_hash_hi'] or 0}:{values['_hash_lo'] or 0}".encode())
     return rows, digest.hexdigest()[:16]
-
-
-def content_checksum(df: DataFrame) -> tuple[int, str]:
-    """Row count and an order-independent checksum of every column of every row."""
-    aggregates = checksum_aggregates(df)
-    row = df.agg(*[column.alias(name) for name, column in aggregates.items()]).first()
-    return format_checksum(row.asDict())
 
 
 def list_parquet(directory: str) -> list[str]:
