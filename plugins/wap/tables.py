@@ -14,6 +14,7 @@ import datetime as dt
 import time
 import warnings
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from wap.settings import load_settings
@@ -66,12 +67,18 @@ class PublishedVersion:
 
 
 def get_catalog() -> Catalog:
-    from pyiceberg.catalog import load_catalog
-
+    """The configured catalog; one per configuration per process (each publish asks often)."""
     settings = load_settings()
     if settings.catalog_uri.startswith("sqlite:///"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return load_catalog(settings.catalog_name, **settings.catalog_properties)
+    return _catalog(settings.catalog_name, tuple(sorted(settings.catalog_properties.items())))
+
+
+@cache
+def _catalog(name: str, properties: tuple[tuple[str, str], ...]) -> Catalog:
+    from pyiceberg.catalog import load_catalog
+
+    return load_catalog(name, **dict(properties))
 
 
 def iceberg_type(spark_type: str) -> Any:
