@@ -90,7 +90,7 @@ def bench_publish_sweep(cfg: dict, spark, pipeline) -> dict:
         # A fresh table per size: a commit's cost grows with the table's metadata (its
         # snapshot history), which must not grow along the sweep.
         swap_table = f"bench.swap_{size}"
-        table = tables.ensure_table(swap_table, pipeline.contract.columns, "order_date")
+        table = tables.ensure_table(swap_table, pipeline.contract)
         df = silver_rows(spark, size, DAY)
         copies = [
             staging.write_staged(
@@ -113,7 +113,7 @@ def bench_publish_sweep(cfg: dict, spark, pipeline) -> dict:
 
         rewrite = median_seconds(spark_rewrite, cfg["repeats"])
 
-        copy_table = tables.ensure_table("bench.copy_" + str(size), pipeline.contract.columns, "order_date")
+        copy_table = tables.ensure_table("bench.copy_" + str(size), pipeline.contract)
         arrow = None
         if size <= cfg["upsert_max"] or size <= 1_000_000:
             arrow = spark.read.parquet(staged_dir).toArrow()
@@ -125,7 +125,7 @@ def bench_publish_sweep(cfg: dict, spark, pipeline) -> dict:
         overwrite = median_seconds(iceberg_overwrite, cfg["repeats"]) if arrow is not None else None
         upsert = None
         if size <= cfg["upsert_max"] and arrow is not None:
-            upsert_table = tables.ensure_table("bench.upsert_" + str(size), pipeline.contract.columns, "order_date")
+            upsert_table = tables.ensure_table("bench.upsert_" + str(size), pipeline.contract)
             upsert_table.append(arrow)  # staging table already loaded; then the upsert of the same keys
 
             def iceberg_upsert(_: int) -> None:

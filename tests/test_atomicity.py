@@ -41,8 +41,10 @@ def write_version(location: str, version: str, n: int) -> list[str]:
 
 def test_readers_never_see_a_mix_or_a_gap(data_dir, tmp_path):
     from wap import tables
+    from wap.audit import Contract
 
-    table = tables.ensure_table("test.atomic", {"id": "string", "version": "string", "d": "date"}, "d")
+    contract = Contract(version=1, partition_column="d", columns={"id": "string", "version": "string", "d": "date"})
+    table = tables.ensure_table("test.atomic", contract)
     tables.swap_partition("test.atomic", "d", DAY, write_version(table.location(), "A", 0), {})
 
     stop, out = tmp_path / "stop", tmp_path / "reads.json"

@@ -20,7 +20,10 @@ from wap.settings import load_settings
 
 # Longer than any task may run (execution_timeout): a row still `running` after this is dead.
 STALE_AFTER = dt.timedelta(hours=6)
-STATUSES = ("running", "published", "skipped", "quarantined", "failed")
+# Checked here, not by the database: a CHECK constraint in an existing ledger would refuse
+# statuses added later. `discarded`: a quarantined run a human discarded.
+STATUSES = ("running", "published", "skipped", "quarantined", "failed", "discarded", "rolled_back")
+_OLD_STATUS_CHECK = "ck_wap_run_ledger_status"  # that constraint, in ledgers made before
 
 metadata = sa.MetaData()
 runs = sa.Table(
@@ -44,8 +47,8 @@ runs = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("error", sa.Text),
     sa.Column("details", sa.Text),
+    sa.Column("contract_version", sa.Integer),
     sa.UniqueConstraint("pipeline", "run_token", name="uq_wap_run_ledger_attempt"),
-    sa.CheckConstraint(f"status IN {STATUSES}", name="ck_wap_run_ledger_status"),
 )
 sa.Index("ix_wap_run_ledger_partition", runs.c.pipeline, runs.c.partition)
 
@@ -60,7 +63,64 @@ def _engine(url: str) -> sa.Engine:
         load_settings().data_dir.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, future=True)
     metadata.create_all(engine)
+    _upgrade(engine)
     return engine
+
+
+def _upgrade(engine: sa.Engine) -> None:
+    """Bring a ledger made by an older version up to date (a no-op once it is).
+
+    Adds the columns added since (each nullable) and drops the old CHECK on `status`, which
+    refuses the statuses added since. If two processes upgrade at once, one of them wins.
+    """
+    inspector = sa.inspect(engine)
+    present = {column["name"] for column in inspector.get_columns(runs.name)}
+    missing = [column for column in runs.columns if column.name not in present]
+    checked = any(ck["name"] == _OLD_STATUS_CHECK for ck in inspector.get_check_constraints(runs.name))
+    if engine.dialect.name == "sqlite" and checked:
+        _rebuild_sqlite(engine)  # SQLite cannot drop a constraint; the new table has the new columns too
+        return
+    quote = engine.dialect.identifier_preparer.quote
+    table = quote(runs.name)
+    try:
+        with engine.begin() as conn:
+            for column in missing:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {quote(column.name)} {kind}"))
+            if checked:
+                conn.execute(sa.text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {_OLD_STATUS_CHECK}"))
+    except sa.exc.DBAPIError:
+        present = {column["name"] for column in sa.inspect(engine).get_columns(runs.name)}
+        if not present.issuperset(runs.columns.keys()):
+            raise  # not just another process that upgraded it first
+
+
+def _rebuild_sqlite(engine: sa.Engine) -> None:
+    """Copy the rows into a table of the current definition, in one transaction."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # takes the write lock: one process at a time
+        try:
+            inspector = sa.inspect(conn)
+            if any(ck["name"] == _OLD_STATUS_CHECK for ck in inspector.get_check_constraints(runs.name)):
+                quote = engine.dialect.identifier_preparer.quote
+                kept = ", ".join(quote(column["name"]) for column in inspector.get_columns(runs.name))
+                conn.exec_driver_sql(f"ALTER TABLE {runs.name} RENAME TO {runs.name}_old")
+                for index in runs.indexes:
+                    conn.exec_driver_sql(f"DROP INDEX {index.name}")
+                conn.execute(sa.schema.CreateTable(runs))
+                for index in runs.indexes:
+                    conn.execute(sa.schema.CreateIndex(index))
+                conn.exec_driver_sql(f"INSERT INTO {runs.name} ({kept}) SELECT {kept} FROM {runs.name}_old")
+                conn.exec_driver_sql(f"DROP TABLE {runs.name}_old")
+            conn.exec_driver_sql("COMMIT")
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"unknown ledger status {status!r}; known: {', '.join(STATUSES)}")
 
 
 class Ledger:
@@ -79,6 +139,7 @@ class Ledger:
         try_number: int,
         run_token: str,
         code_version: str | None = None,
+        contract_version: int | None = None,
     ) -> None:
         """Record that an attempt started (a re-run of the same attempt resets its row)."""
         values = dict(
@@ -87,6 +148,7 @@ class Ledger:
             run_id=run_id,
             try_number=try_number,
             code_version=code_version,
+            contract_version=contract_version,
             status="running",
             started_at=_now(),
             finished_at=None,
@@ -105,6 +167,7 @@ class Ledger:
         `details` (a dict) is merged into the row's details by top-level key, so each
         step adds its own (`audit`, `seconds`, ...) without erasing the others'.
         """
+        _check_status(fields.get("status"))
         if fields.get("status") not in (None, "running"):
             fields.setdefault("finished_at", _now())
         attempt = (runs.c.pipeline == pipeline) & (runs.c.run_token == run_token)

@@ -5,6 +5,10 @@ staged files by reference: readers see the old partition or the new one, never a
 and no data is copied. The commit's snapshot summary carries the run that made it, so
 the table itself says what is published (`wap.*` properties below).
 
+`ensure_table` keeps each table's schema at its contract's version (the table property
+`wap.contract-version`): a schema change must come with a version bump, which evolves the
+table in one commit, and only in ways old data files can still be read (see its docstring).
+
 This module is the only one that knows the table format.
 """
 
@@ -21,7 +25,10 @@ from wap.settings import load_settings
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
+    from pyiceberg.schema import Schema
     from pyiceberg.table import Table
+
+    from wap.audit import Contract
 
 # Snapshot summary keys written by every publish.
 RUN_ID, RUN_TOKEN, PARTITION, ROWS, CHECKSUM, PIPELINE, CODE_VERSION = (
@@ -33,6 +40,8 @@ RUN_ID, RUN_TOKEN, PARTITION, ROWS, CHECKSUM, PIPELINE, CODE_VERSION = (
     "wap.pipeline",
     "wap.code-version",
 )
+# Table property (and publish summary key): the contract version the table's schema matches.
+CONTRACT_VERSION = "wap.contract-version"
 COMMIT_RETRIES = 5
 
 # Contract type names (Spark SQL's) and the Iceberg types they are stored as.
@@ -51,6 +60,26 @@ _PRIMITIVES = {
 
 class PublishConflictError(RuntimeError):
     """Another run published this partition while this one was publishing."""
+
+
+class ContractVersionError(ValueError):
+    """The code's schema contract and the table's schema disagree in a way not allowed."""
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """One difference between a table's schema and a contract: `old`/`new` are Iceberg types."""
+
+    column: str
+    old: Any = None  # None: the contract adds the column
+    new: Any = None  # None: the contract removes the column
+
+    def __str__(self) -> str:
+        if self.old is None:
+            return f"added column {self.column} ({type_name(self.new)})"
+        if self.new is None:
+            return f"removed column {self.column}"
+        return f"column {self.column}: {type_name(self.old)} -> {type_name(self.new)}"
 
 
 @dataclass(frozen=True)
@@ -94,25 +123,154 @@ def iceberg_type(spark_type: str) -> Any:
     return getattr(types, _PRIMITIVES[name])()
 
 
-def ensure_table(identifier: str, columns: dict[str, str], partition_column: str) -> Table:
-    """Load the table, creating it (and its namespace) from the contract's columns if absent."""
+def type_name(iceberg: Any) -> str:
+    """The contract's (Spark SQL) name for an Iceberg type: the inverse of `iceberg_type`."""
+    from pyiceberg import types
+
+    if isinstance(iceberg, types.DecimalType):
+        return f"decimal({iceberg.precision},{iceberg.scale})"
+    names = {cls: name for name, cls in _PRIMITIVES.items()}
+    return names.get(type(iceberg).__name__, str(iceberg))
+
+
+def schema_changes(schema: Schema, contract: Contract) -> list[SchemaChange]:
+    """How the contract's columns differ from the table's schema (top-level columns, by name)."""
+    current = {f.name: f.field_type for f in schema.fields}
+    wanted = {name: iceberg_type(kind) for name, kind in contract.columns.items()}
+    changes = [SchemaChange(name, new=kind) for name, kind in wanted.items() if name not in current]
+    changes += [SchemaChange(name, old=kind) for name, kind in current.items() if name not in wanted]
+    changes += [
+        SchemaChange(name, old=current[name], new=kind)
+        for name, kind in wanted.items()
+        if name in current and current[name] != kind
+    ]
+    return changes
+
+
+def _widens(old: Any, new: Any) -> bool:
+    """Whether Iceberg can read `old` data as `new` (int->bigint, float->double, wider decimal)."""
+    from pyiceberg import types
+
+    if isinstance(old, types.DecimalType) and isinstance(new, types.DecimalType):
+        return new.precision >= old.precision and new.scale == old.scale
+    return (type(old), type(new)) in {
+        (types.IntegerType, types.LongType),
+        (types.FloatType, types.DoubleType),
+    }
+
+
+def ensure_table(identifier: str, contract: Contract) -> Table:
+    """The table, created from the contract if absent, its schema matching the contract.
+
+    The table property `wap.contract-version` says which contract version its schema is.
+    A contract with a higher version evolves the table (adds columns, removes columns,
+    widens types) in one commit; any other mismatch raises `ContractVersionError` and
+    leaves the table as it was: a schema change must come with a version bump, and code
+    with an older contract than the table's (an old deployment or branch) must not run.
+    """
+    from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+
+    catalog = get_catalog()
+    for attempt in range(COMMIT_RETRIES):
+        try:
+            table = catalog.load_table(identifier)
+        except NoSuchTableError:
+            # Another process may create it first, from another contract: check it like any table.
+            table = _create(catalog, identifier, contract)
+        try:
+            return _match_contract(identifier, table, contract)
+        except CommitFailedException:
+            # Another process changed the table meanwhile: check again against its new state.
+            time.sleep(0.05 * 2**attempt)
+    raise ContractVersionError(f"{identifier}: schema update kept conflicting after {COMMIT_RETRIES} tries")
+
+
+def _create(catalog: Catalog, identifier: str, contract: Contract) -> Table:
     from pyiceberg.partitioning import PartitionField, PartitionSpec
     from pyiceberg.schema import Schema
     from pyiceberg.transforms import IdentityTransform
     from pyiceberg.types import NestedField
 
-    catalog = get_catalog()
-    namespace = identifier.rsplit(".", 1)[0]
-    catalog.create_namespace_if_not_exists(namespace)
+    if contract.partition_column not in contract.columns:
+        raise ContractVersionError(
+            f"partition column {contract.partition_column!r} is not among the contract's columns"
+        )
     fields = [
         NestedField(field_id=i, name=name, field_type=iceberg_type(kind), required=False)
-        for i, (name, kind) in enumerate(columns.items(), start=1)
+        for i, (name, kind) in enumerate(contract.columns.items(), start=1)
     ]
-    source_id = next(f.field_id for f in fields if f.name == partition_column)
+    source_id = next(f.field_id for f in fields if f.name == contract.partition_column)
     spec = PartitionSpec(
-        PartitionField(source_id=source_id, field_id=1000, transform=IdentityTransform(), name=partition_column)
+        PartitionField(
+            source_id=source_id, field_id=1000, transform=IdentityTransform(), name=contract.partition_column
+        )
     )
-    return catalog.create_table_if_not_exists(identifier, schema=Schema(*fields), partition_spec=spec)
+    catalog.create_namespace_if_not_exists(identifier.rsplit(".", 1)[0])
+    return catalog.create_table_if_not_exists(
+        identifier, schema=Schema(*fields), partition_spec=spec, properties={CONTRACT_VERSION: str(contract.version)}
+    )
+
+
+def _match_contract(identifier: str, table: Table, contract: Contract) -> Table:
+    """Check an existing table against the contract; evolve it if the contract is newer."""
+    version = int(table.properties.get(CONTRACT_VERSION, "1"))
+    schema = table.schema()
+    changes = schema_changes(schema, contract)
+    partitioned_by = {schema.find_column_name(f.source_id) for f in table.spec().fields}
+    suite = f"expectations/{identifier}.json"
+    if contract.version < version:
+        listed = f" It differs from the table: {'; '.join(map(str, changes))}." if changes else ""
+        raise ContractVersionError(
+            f"{identifier}: this code's contract is version {contract.version}, older than the table's "
+            f"version {version} (an old deployment or branch?).{listed} Deploy the current code, or, "
+            f"to change the table on purpose, set meta.contract.version in {suite} above {version}."
+        )
+    if changes and contract.version == version:
+        raise ContractVersionError(
+            f"{identifier}: the contract in {suite} differs from the table's schema but keeps version {version}: "
+            f"{'; '.join(map(str, changes))}. A schema change must be recorded: bump meta.contract.version "
+            f"in {suite} to {version + 1} to evolve the table."
+        )
+    refused = _refusals(changes, partitioned_by, contract.partition_column)
+    if refused:
+        raise ContractVersionError(
+            f"{identifier}: contract version {contract.version} in {suite} does not fit the table (version "
+            f"{version}), which was left unchanged: {'; '.join(refused)}"
+        )
+    if contract.version == version:
+        return table
+    with table.transaction() as tx:
+        if changes:
+            with tx.update_schema() as update:
+                for change in changes:
+                    if change.old is None:
+                        update.add_column(change.column, change.new, required=False)
+                    elif change.new is None:
+                        update.delete_column(change.column)
+                    else:
+                        update.update_column(change.column, field_type=change.new)
+        tx.set_properties({CONTRACT_VERSION: str(contract.version)})
+    return table  # the commit refreshed it
+
+
+def _refusals(changes: list[SchemaChange], partitioned_by: set[str | None], partition_column: str) -> list[str]:
+    """What a contract bump may not do to a table, in words (nothing: it may evolve it)."""
+    refused = []
+    if partitioned_by != {partition_column}:
+        table_column = ", ".join(sorted(map(str, partitioned_by))) or "nothing"
+        refused.append(
+            f"the table is partitioned by {table_column}, not {partition_column}; "
+            "the partition column cannot change: make a new table"
+        )
+    for change in changes:
+        if change.new is None and change.column in partitioned_by:
+            refused.append(f"column {change.column} is the partition column and cannot be removed")
+        elif change.old is not None and change.new is not None and not _widens(change.old, change.new):
+            refused.append(
+                f"column {change.column} cannot change type from {type_name(change.old)} to {type_name(change.new)} "
+                "(only int->bigint, float->double and a decimal's precision can widen); add a new column instead"
+            )
+    return refused
 
 
 def load_table(identifier: str) -> Table:
@@ -219,3 +377,15 @@ def partitions_overview(table: Table) -> list[dict[str, Any]]:
             }
         )
     return sorted(rows, key=lambda r: r["partition"])
+
+
+def recent_row_counts(table: Table, partition_column: str, before: dt.date, limit: int = 7) -> list[int]:
+    """Row counts of the live partitions just before `before`, newest first (for the volume check)."""
+    if table.current_snapshot() is None:
+        return []
+    counts = []
+    for record in table.inspect.partitions().to_pylist():
+        day = record["partition"].get(partition_column)
+        if isinstance(day, dt.date) and day < before:
+            counts.append((day, record["record_count"]))
+    return [rows for _, rows in sorted(counts, reverse=True)[:limit]]
