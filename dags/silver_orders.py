@@ -26,6 +26,8 @@ ORDERS = Pipeline(
             ),
             format="json",
             late_days=1,
+            event_time="event_ts",  # a record landed on day F must have happened on F or F - 1
+            max_rejected_share=0.01,  # up to 1% unusable records: kept in quarantine, reported, run goes on
         ),
     ),
 )

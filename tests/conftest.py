@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,17 @@ from typing import Any
 import pytest
 
 from wap.embedded import prepare_airflow
+from wap.settings import REPO_ROOT
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="wap-tests-"))
 prepare_airflow(SESSION_DIR / "session")
+# The DAG folder Airflow syncs in dag.test(): the repository's DAG files, plus test-only
+# variants from tests/dags/ (dag.test() runs only DAGs it finds in the DAG folder).
+DAGS_DIR = SESSION_DIR / "dags"
+DAGS_DIR.mkdir()
+for dag_file in [*(REPO_ROOT / "dags").glob("*.py"), *(Path(__file__).parent / "dags").glob("*.py")]:
+    shutil.copy(dag_file, DAGS_DIR)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_DIR)
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("WAP_SPARK_MASTER", "local[2]")
 
@@ -50,9 +59,7 @@ class FreshDags:
     def __getitem__(self, dag_id: str):
         from airflow.dag_processing.dagbag import DagBag
 
-        from wap.settings import REPO_ROOT
-
-        bag = DagBag(str(REPO_ROOT / "dags" / f"{dag_id}.py"))
+        bag = DagBag(str(DAGS_DIR / f"{dag_id}.py"))
         assert not bag.import_errors, bag.import_errors
         return bag.dags[dag_id]
 

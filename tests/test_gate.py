@@ -94,7 +94,7 @@ def test_a_blocking_failure_quarantines_and_keeps_the_live_partition(good_day, d
     # The staged files moved to quarantine, under the run's token and partition.
     quarantine = Path(row["staged_path"].removeprefix("file://"))
     assert "/quarantine/order_date=2024-01-01/run-" in str(quarantine)
-    assert list(quarantine.glob("*.parquet"))
+    assert list((quarantine / "data").glob("*.parquet"))
     staged = Path(str(quarantine).replace("/quarantine/", "/data/"))
     assert not staged.exists()
 
@@ -106,10 +106,24 @@ def test_contract_names_the_column_and_the_types(spark):
         version=1, partition_column="d", columns={"id": "string", "amount": "decimal(12,2)", "d": "date"}
     )
     frame = spark.sql("SELECT 'a' AS id, 'ten' AS amount, current_date() AS d, 1 AS surprise")
-    messages = sorted(f.message for f in check_contract(frame, contract))
-    assert messages == ["added column 'surprise'", "column 'amount': expected decimal(12,2), found string"]
+    messages = sorted((f.severity, f.message) for f in check_contract(frame, contract))
+    assert messages == [
+        ("blocking", "added column 'surprise' (int): the contract blocks added columns"),
+        ("blocking", "column 'amount': expected decimal(12,2), found string"),
+    ]
     frame = spark.sql("SELECT 'a' AS id, current_date() AS d")
-    assert [f.message for f in check_contract(frame, contract)] == ["missing column 'amount' (decimal(12,2))"]
+    assert [f.message for f in check_contract(frame, contract)] == ["missing column 'amount' (expected decimal(12,2))"]
+    # A rename shows as a missing column and an added one of the same type: say so.
+    frame = spark.sql("SELECT 'a' AS id, CAST(1 AS DECIMAL(12,2)) AS amount_eur, current_date() AS d")
+    assert next(f.message for f in check_contract(frame, contract)) == (
+        "missing column 'amount' (expected decimal(12,2)); renamed to 'amount_eur'?"
+    )
+    # Policy `allow`: an added column is a warning, and is not published.
+    allowing = Contract(version=1, partition_column="d", columns=contract.columns, on_added_column="allow")
+    frame = spark.sql("SELECT 'a' AS id, CAST(1 AS DECIMAL(12,2)) AS amount, current_date() AS d, 1 AS surprise")
+    (finding,) = check_contract(frame, allowing)
+    assert (finding.severity, finding.column) == ("warning", "surprise")
+    assert "not published" in finding.message
 
 
 def test_an_expectation_that_errors_is_a_failure_not_a_pass(spark):

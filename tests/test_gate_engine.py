@@ -52,6 +52,12 @@ CASES = [
     e("expect_column_values_to_be_in_set", column="status", value_set=STATUSES),
     e("expect_column_values_to_be_in_set", column="status", value_set=[*STATUSES, "lost"]),
     e("expect_column_values_to_be_in_set", column="status", value_set=STATUSES, mostly=0.75),
+    e("expect_column_value_lengths_to_be_between", column="status", min_value=1, max_value=7),
+    e("expect_column_value_lengths_to_be_between", column="status", max_value=4),
+    e("expect_column_value_lengths_to_be_between", column="status", min_value=5),
+    e("expect_column_value_lengths_to_be_between", column="status", min_value=4, max_value=6),
+    e("expect_column_value_lengths_to_be_between", column="id", max_value=1),
+    e("expect_column_value_lengths_to_be_between", column="status", max_value=4, mostly=0.6),
 ]
 
 
@@ -82,6 +88,7 @@ def test_single_pass_verdict_equals_great_expectations(frame, expectation):
         e("expect_column_values_to_be_between", column="status", min_value="a"),  # not numeric
         e("expect_column_values_to_not_be_null", column="missing"),  # no such column
         e("expect_column_values_to_be_in_set", column="n", value_set=[1, 2]),  # not strings
+        e("expect_column_value_lengths_to_be_between", column="n", max_value=1),  # not a string column
         e("expect_column_pair_values_a_to_be_greater_than_b", column_A="n", column_B="n"),
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "id", "row_condition": "n > 1"}},
     ],

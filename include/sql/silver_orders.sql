@@ -5,8 +5,8 @@ WITH events AS (
     -- Re-sent events are exact copies: DISTINCT removes them.
     SELECT DISTINCT event_id, order_id, customer_id, event_ts, status, amount, currency, channel
     FROM landed_orders
-    WHERE order_id IS NOT NULL
-      AND event_ts >= CAST(:partition AS TIMESTAMP)
+    -- Events of the next day are in the view (late-data folder) and belong to its run.
+    WHERE event_ts >= CAST(:partition AS TIMESTAMP)
       AND event_ts < CAST(:partition AS TIMESTAMP) + INTERVAL 1 DAY
 )
 SELECT

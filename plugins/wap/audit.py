@@ -7,6 +7,11 @@ policy for added columns). Each expectation may set `meta.severity` to `warning`
 
 An expectation that raises inside GX counts as failed, never as passed.
 
+Two more checks come from the suite's `meta` and the run itself, in the same report:
+- `meta.volume`: the partition's row count against the median of the table's recent
+  partitions (`min_share_of_median`, over `recent_partitions`, once `min_history` exist);
+- rejected source records (see `sources.take_in`): blocking above the source's allowed share.
+
 Speed: the common expectation types (below, `_compile`) are evaluated by the gate itself,
 in one Spark aggregation over the staged data (plus one per uniqueness check), with GX's
 semantics (held to GX case by case by the tests). GX evaluates every other type, and
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -28,8 +34,13 @@ from wap.settings import load_settings
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+    from wap.sources import Intake
+
 BLOCKING, WARNING = "blocking", "warning"
 SAMPLE_VALUES = 5
+# Names of the gate's own checks (GX expectations are named by their type).
+PRESENT, TYPED, ADDED = "contract: column present", "contract: column type", "contract: no added columns"
+VOLUME, REJECTS = "volume: rows vs recent partitions", "source: rejected records"
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class Finding:
 
 @dataclass
 class AuditReport:
-    rows: int
+    rows: int | None  # None: the run stopped before anything was staged
     findings: list[Finding]
 
     @property
@@ -72,7 +83,9 @@ class AuditReport:
         """A short table for the task log."""
         if not self.findings:
             return f"quality gate passed: {self.rows} rows, all checks met"
-        lines = [f"quality gate {'PASSED with warnings' if self.passed else 'FAILED'} on {self.rows} rows:"]
+        verdict = "PASSED with warnings" if self.passed else "FAILED"
+        on = "the landed records" if self.rows is None else f"{self.rows} rows"
+        lines = [f"quality gate {verdict} on {on}:"]
         lines.append(f"  {'severity':<9} {'check':<48} {'column':<16} {'unexpected':>10}  observed / sample")
         for f in self.findings:
             shown = f.message or (f.sample if f.sample else f.observed)
@@ -104,36 +117,84 @@ def load_contract(suite: dict[str, Any]) -> Contract:
 
 
 def check_contract(df: DataFrame, contract: Contract) -> list[Finding]:
-    """Schema drift against the contract, before any expectation runs."""
+    """Schema drift against the contract, before any expectation runs.
+
+    A missing column or a changed type blocks; an added column blocks or, if the contract
+    allows added columns, is recorded as a warning (and left out of the published data).
+    """
     found = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    added = {column: kind for column, kind in found.items() if column not in contract.columns}
     findings = []
     for column, expected in contract.columns.items():
         if column not in found:
-            findings.append(
-                Finding("contract: column present", column, BLOCKING, message=f"missing column {column!r} ({expected})")
+            renamed = [other for other, kind in added.items() if kind == _type_name(expected)]
+            hint = f"; renamed to {' or '.join(map(repr, renamed))}?" if renamed else ""
+            message = f"missing column {column!r} (expected {expected}){hint}"
+            findings.append(Finding(PRESENT, column, BLOCKING, message=message))
+        elif found[column] != _type_name(expected):
+            message = f"column {column!r}: expected {expected}, found {found[column]}"
+            findings.append(Finding(TYPED, column, BLOCKING, observed=found[column], message=message))
+    for column, kind in added.items():
+        if contract.on_added_column == "allow":
+            message = (
+                f"added column {column!r} ({kind}) not published: declare it in the contract, "
+                "with a version bump, to publish it"
             )
-        elif found[column] != expected.replace(" ", "").lower():
-            findings.append(
-                Finding(
-                    "contract: column type",
-                    column,
-                    BLOCKING,
-                    observed=found[column],
-                    message=f"column {column!r}: expected {expected}, found {found[column]}",
-                )
-            )
-    for column in found.keys() - contract.columns.keys():
-        severity = WARNING if contract.on_added_column == "allow" else BLOCKING
-        findings.append(
-            Finding(
-                "contract: no added columns",
-                column,
-                severity,
-                observed=found[column],
-                message=f"added column {column!r}",
-            )
-        )
+            findings.append(Finding(ADDED, column, WARNING, observed=kind, message=message))
+        else:
+            message = f"added column {column!r} ({kind}): the contract blocks added columns"
+            findings.append(Finding(ADDED, column, BLOCKING, observed=kind, message=message))
     return findings
+
+
+def _type_name(spark_type: str) -> str:
+    return spark_type.replace(" ", "").lower()
+
+
+def check_volume(rows: int, recent: list[int], rule: dict[str, Any] | None) -> list[Finding]:
+    """The partition's row count against the median of `recent` partitions' counts."""
+    if not rule or len(recent) < int(rule.get("min_history", 3)):
+        return []
+    median = statistics.median(recent)
+    low = float(rule.get("min_share_of_median", 0)) * median
+    high = rule.get("max_share_of_median")
+    if low <= rows and (high is None or rows <= float(high) * median):
+        return []
+    bounds = f"at least {low:g}" + ("" if high is None else f" and at most {float(high) * median:g}")
+    return [
+        Finding(
+            VOLUME,
+            None,
+            rule.get("severity", BLOCKING),
+            observed={"rows": rows, "recent_median": median, "recent_partitions": len(recent)},
+            message=f"{rows} rows; the median of the last {len(recent)} partitions is {median:g}, so {bounds}",
+        )
+    ]
+
+
+def rejects_finding(intake: Intake, kept_in: str) -> Finding:
+    """A source's rejected records as a gate finding: blocking above its allowed share."""
+    reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(intake.rejected.items()))
+    return Finding(
+        REJECTS,
+        None,
+        BLOCKING if intake.too_many else WARNING,
+        observed={
+            "source": intake.source,
+            "records": intake.own_records,
+            "rejected": intake.rejected_total,
+            "by_reason": intake.rejected,
+            "allowed_share": intake.max_rejected_share,
+            "kept_in": kept_in,
+        },
+        unexpected_count=intake.rejected_total,
+        unexpected_percent=round(100 * intake.share, 4),
+        sample=intake.sample,
+        message=(
+            f"{intake.rejected_total} of {intake.own_records} landed records of {intake.source} cannot be used "
+            f"({reasons}); {intake.share:.2%} rejected, {intake.max_rejected_share:.2%} allowed; kept in {kept_in}"
+        ),
+    )
 
 
 def run_suite(df: DataFrame, expectations: list[dict[str, Any]], *, known_failed: bool = False) -> list[Finding]:
@@ -261,6 +322,16 @@ def _compile(expectation: dict[str, Any], key: str, types: dict[str, str]) -> Ch
         if high is not None:
             inside = inside & ((col < high) if kwargs.get("strict_max") else (col <= high))
         return {f"{key}_n": F.count(col), f"{key}_u": F.count_if(col.isNotNull() & ~inside)}, {}, share_ok
+    if kind == "expect_column_value_lengths_to_be_between" and set(kwargs) <= {"min_value", "max_value"}:
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        if types[column] != "string" or (low is None and high is None):
+            return None
+        length, inside = F.length(col), F.lit(True)
+        if low is not None:
+            inside = inside & (length >= low)
+        if high is not None:
+            inside = inside & (length <= high)
+        return {f"{key}_n": F.count(col), f"{key}_u": F.count_if(col.isNotNull() & ~inside)}, {}, share_ok
     if kind == "expect_column_values_to_be_in_set" and set(kwargs) == {"value_set"}:
         values = list(kwargs["value_set"])
         if not values or not all(isinstance(x, str) for x in values) or types[column] != "string":
@@ -312,9 +383,13 @@ def _raised(exception_info: Any) -> str | None:
 
 
 def audit(
-    df: DataFrame, suite: dict[str, Any], also: dict[str, Any] | None = None
+    df: DataFrame,
+    suite: dict[str, Any],
+    also: dict[str, Any] | None = None,
+    recent_rows: list[int] | None = None,
 ) -> tuple[AuditReport, dict[str, Any]]:
-    """The gate: contract first (a broken schema makes expectations meaningless), then the suite.
+    """The gate: contract first (a broken schema makes expectations meaningless), then the
+    suite, then the volume against `recent_rows` (the table's recent partitions' counts).
 
     `also`: more aggregate columns to compute in the same pass (returned by name).
     """
@@ -327,4 +402,6 @@ def audit(
     else:
         more, values = evaluate(df, suite["expectations"], aggregates)
         findings += more
-    return AuditReport(rows=int(values.pop("_gate_rows")), findings=findings), values
+    rows = int(values.pop("_gate_rows"))
+    findings += check_volume(rows, recent_rows or [], suite.get("meta", {}).get("volume"))
+    return AuditReport(rows=rows, findings=findings), values

@@ -3,6 +3,7 @@
 python -m wap.cli ledger [--pipeline silver_orders] [--partition 2024-01-03]
 python -m wap.cli partitions silver.orders
 python -m wap.cli tables
+python -m wap.cli quarantine list|show|release|discard ...   (see wap.quarantine)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from wap import tables
+from wap import quarantine, tables
 from wap.ledger import Ledger
 from wap.settings import load_settings
 
@@ -71,6 +72,27 @@ def show_tables() -> str:
     return "\n".join(lines)
 
 
+def quarantine_command(args: argparse.Namespace) -> str:
+    if args.action == "list":
+        rows = quarantine.quarantined(args.pipeline)
+        for row in rows:
+            row["error"] = (row["error"] or "").removeprefix("quality gate failed: ")[:80]
+        return render(rows, ("pipeline", "partition", "run_id", "try_number", "finished_at", "error"))
+    if args.action == "show":
+        return quarantine.describe(quarantine.find(args.pipeline, args.partition, args.token))
+    if args.action == "release":
+        result = quarantine.release(
+            args.pipeline, args.partition, reason=args.reason, run_token=args.token, force=args.force
+        )
+        return (
+            f"released: {args.pipeline} {args.partition} is {result['status']} (snapshot {result['snapshot_id']}, "
+            f"{result['rows']} rows). Pipelines that wait for this table's asset events are not triggered "
+            f"by a release: trigger them for {args.partition} if they should see it."
+        )
+    result = quarantine.discard(args.pipeline, args.partition, reason=args.reason, run_token=args.token)
+    return f"discarded: quarantined run {result['run_id']} of {args.pipeline} {args.partition}; its files are deleted"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m wap.cli", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,7 +102,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     partitions = commands.add_parser("partitions", help="a table's live partitions")
     partitions.add_argument("table", nargs="?", help="e.g. silver.orders (default: every table)")
     commands.add_parser("tables", help="tables and where they are")
+    held = commands.add_parser("quarantine", help="runs the quality gate blocked: inspect, release, discard")
+    actions = held.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="quarantined runs").add_argument("--pipeline")
+    for action, text in (
+        ("show", "what failed, samples, where the files are"),
+        ("release", "publish the quarantined data anyway (a human decision, recorded)"),
+        ("discard", "delete the quarantined files (recorded)"),
+    ):
+        sub = actions.add_parser(action, help=text)
+        sub.add_argument("pipeline")
+        sub.add_argument("partition")
+        sub.add_argument("--token", help="a specific attempt (default: the partition's latest quarantined run)")
+        if action != "show":
+            sub.add_argument("--reason", required=True, help="why; kept in the ledger with your user name")
+        if action == "release":
+            sub.add_argument("--force", action="store_true", help="even if a later run published the partition")
     args = parser.parse_args(argv)
+    if args.command == "quarantine":
+        try:
+            print(quarantine_command(args))
+        except quarantine.QuarantineError as exc:
+            parser.exit(1, f"error: {exc}\n")
+        return
     if args.command == "ledger":
         print(show_ledger(args.pipeline, args.partition))
     elif args.command == "partitions":

@@ -51,3 +51,22 @@ class Pipeline:
         """Hash of what decides the output: the SQL, the suite and contract."""
         suite = (load_settings().expectations_dir / self.suite).read_bytes()
         return hashlib.sha256(self.sql_text().encode() + b"\0" + suite).hexdigest()[:12]
+
+
+def find_pipeline(name: str) -> Pipeline:
+    """The pipeline called `name`, as declared by a DAG file (for command-line tools)."""
+    import importlib.util
+
+    folder = load_settings().dags_dir
+    known = []
+    for path in sorted(folder.glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"wap_dag_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for value in vars(module).values():
+            if isinstance(value, Pipeline):
+                if value.name == name:
+                    return value
+                known.append(value.name)
+    raise LookupError(f"no pipeline {name!r} is declared in {folder}; known: {', '.join(sorted(known)) or 'none'}")

@@ -25,6 +25,7 @@ class Settings:
     spark_remote: str | None
     sql_dir: Path
     expectations_dir: Path
+    dags_dir: Path
 
     @property
     def catalog_properties(self) -> dict[str, str]:
@@ -45,4 +46,5 @@ def load_settings() -> Settings:
         spark_remote=env.get("WAP_SPARK_REMOTE") or None,
         sql_dir=Path(env.get("WAP_SQL_DIR", REPO_ROOT / "include" / "sql")),
         expectations_dir=Path(env.get("WAP_EXPECTATIONS_DIR", REPO_ROOT / "expectations")),
+        dags_dir=Path(env.get("AIRFLOW__CORE__DAGS_FOLDER", REPO_ROOT / "dags")),
     )

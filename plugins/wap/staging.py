@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +35,10 @@ class StagedRun:
     files: list[str]
     rows_in: int
     code_version: str
+    contract_version: int | None = None
+    # What the stage step found before the gate (rejected records, dropped added columns):
+    # findings in `audit.Finding` form, reported with the gate's own.
+    findings: list[dict[str, Any]] = field(default_factory=list)
     # Measured on the staged files by the audit, which reads them anyway.
     rows_out: int | None = None
     checksum: str | None = None
@@ -76,7 +80,7 @@ def write_staged(df: DataFrame, staged_dir: str) -> list[str]:
     twice as slow at 5M rows on 2 cores.)
     """
     df.write.mode("overwrite").option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(staged_dir)
-    return list_parquet(staged_dir)
+    return list_files(staged_dir)
 
 
 def checksum_aggregates(df: DataFrame) -> dict[str, Any]:
@@ -103,17 +107,16 @@ def format_checksum(values: dict[str, Any]) -> tuple[int, str]:
     return rows, digest.hexdigest()[:16]
 
 
-def list_parquet(directory: str) -> list[str]:
-    """The Parquet data files directly under `directory`, as URIs, sorted."""
+def list_files(directory: str, suffix: str = ".parquet") -> list[str]:
+    """The files under `directory` (at any depth) whose names end with `suffix`, as URIs, sorted."""
     from pyarrow import fs
 
     filesystem, path = fs.FileSystem.from_uri(directory)
-    infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
+    infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True, recursive=True))
     scheme = directory.split("://", 1)[0] + "://" if "://" in directory else ""
-    files = [
-        scheme + info.path for info in infos if info.type == fs.FileType.File and info.base_name.endswith(".parquet")
-    ]
-    return sorted(files)
+    return sorted(
+        scheme + info.path for info in infos if info.type == fs.FileType.File and info.base_name.endswith(suffix)
+    )
 
 
 def move_dir(source: str, target: str) -> None:
@@ -122,6 +125,8 @@ def move_dir(source: str, target: str) -> None:
 
     filesystem, src = fs.FileSystem.from_uri(source)
     _, dst = fs.FileSystem.from_uri(target)
+    if filesystem.get_file_info(src).type == fs.FileType.NotFound:
+        return  # nothing was written
     filesystem.create_dir(dst.rsplit("/", 1)[0], recursive=True)
     if filesystem.get_file_info(dst).type != fs.FileType.NotFound:
         filesystem.delete_dir(dst)

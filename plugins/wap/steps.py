@@ -10,10 +10,10 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from wap import audit as gate
-from wap import staging, tables
+from wap import sources, staging, tables
 from wap.ledger import Ledger
 from wap.pipeline import Pipeline
 
@@ -33,15 +33,25 @@ class _Clock:
         self._last = now
 
 
-class GateFailedError(RuntimeError):
-    """Staged data broke a blocking check; it was quarantined and not published."""
+class DataError(RuntimeError):
+    """Bad data or a bad request: retrying the same run cannot fix it (no Airflow retry)."""
+
+
+class GateFailedError(DataError):
+    """The run broke a blocking check; what it made is quarantined and nothing was published."""
 
 
 def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) -> staging.StagedRun:
-    """Transform the partition's inputs with the pipeline's SQL and stage the result."""
+    """Read the partition's inputs, transform them with the pipeline's SQL, stage the result.
+
+    Landed records the run cannot use are rejects: kept under the run's quarantine folder
+    and reported; above the source's allowed share the run stops here (`GateFailedError`).
+    Columns the SQL adds beyond the contract are dropped here if the contract allows them.
+    """
     from wap.spark import get_spark
 
     token = staging.run_token(run_id, try_number)
+    contract = pipeline.contract
     attempt = {
         "pipeline": pipeline.name,
         "table": pipeline.table,
@@ -50,32 +60,64 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
         "try_number": try_number,
         "run_token": token,
         "code_version": pipeline.code_version(),
+        "contract_version": contract.version,
     }
     ledger = Ledger()
-    table = tables.ensure_table(pipeline.table, pipeline.contract.columns, pipeline.partition_column)
+    try:
+        table = tables.ensure_table(pipeline.table, contract)
+    except tables.ContractVersionError as exc:
+        raise DataError(str(exc)) from exc
     ledger.reconcile(pipeline.name, partition.isoformat(), run_id, lambda t: tables.find_publish(table, t))
     ledger.start(**attempt)
+    quarantine = staging.partition_dir(table.location(), "quarantine", pipeline.partition_column, partition, token)
     clock = _Clock()
     try:
         spark = get_spark()
         clock.lap("spark_session")
-        rows_in = 0
+        findings, intakes = [], {}
         for source in pipeline.sources:
-            # Not cached: building the cache costs more than the count, which reads no columns.
-            frame = source.read(spark, partition)
-            frame.createOrReplaceTempView(source.view)
-            rows_in += frame.count()
+            usable, rejects, intake = sources.take_in(spark, source, partition)
+            usable.createOrReplaceTempView(source.view)
+            intakes[source.view] = {"records": intake.records, "own": intake.own_records, "rejected": intake.rejected}
+            if rejects is not None:
+                kept_in = f"{quarantine}/rejects/{source.view}"
+                rejects.write.mode("overwrite").json(kept_in)
+                findings.append(gate.rejects_finding(intake, kept_in))
         clock.lap("read")
+        rows_in = sum(i["records"] for i in intakes.values())
+        read = {"rows_in": rows_in, "details": {"intake": intakes}}
+        if any(f.severity == gate.BLOCKING for f in findings):
+            ledger.update(pipeline.name, token, **read)
+            _quarantined(pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {})
         result = spark.sql(pipeline.sql_text(), args={"partition": partition})
+        if contract.on_added_column == "allow":
+            added = [f for f in gate.check_contract(result, contract) if f.check == gate.ADDED]
+            result = result.drop(*[f.column for f in added])
+            findings += added
         staged_dir = staging.partition_dir(table.location(), "data", pipeline.partition_column, partition, token)
         files = staging.write_staged(result, staged_dir)
         clock.lap("transform_write")
-        staged = staging.StagedRun(**attempt, staged_dir=staged_dir, files=files, rows_in=rows_in)
+        staged = staging.StagedRun(
+            **attempt,
+            staged_dir=staged_dir,
+            files=files,
+            rows_in=rows_in,
+            findings=[dataclasses.asdict(f) for f in findings],
+        )
+    except sources.BadSourceError as exc:
+        ledger.update(pipeline.name, token, status="failed", error=str(exc)[:4000])
+        raise DataError(str(exc)) from exc
+    except GateFailedError:
+        raise
     except Exception as exc:
         ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:4000])
         raise
     ledger.update(
-        pipeline.name, token, rows_in=rows_in, staged_path=staged_dir, details={"seconds_stage": clock.seconds}
+        pipeline.name,
+        token,
+        rows_in=rows_in,
+        staged_path=staged_dir,
+        details={"intake": intakes, "seconds_stage": clock.seconds},
     )
     log.info(
         "staged %s files (%s rows read) for %s %s in %s", len(files), rows_in, pipeline.table, partition, staged_dir
@@ -92,47 +134,72 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
     """
     from wap.spark import get_spark
 
-    if not staged.files:
-        raise GateFailedError(f"{pipeline.table} {staged.partition}: nothing was staged")
     ledger = Ledger()
     clock = _Clock()
-    frame = get_spark().read.parquet(*staged.files)
+    partition = dt.date.fromisoformat(staged.partition)
+    spark = get_spark()
+    if staged.files:
+        frame = spark.read.parquet(*staged.files)
+    else:  # nothing written at all: gate an empty partition of the contract's shape
+        frame = spark.createDataFrame([], ", ".join(f"`{c}` {t}" for c, t in pipeline.contract.columns.items()))
+    table = tables.load_table(pipeline.table)
+    suite = gate.load_suite(pipeline.suite)
+    volume = suite.get("meta", {}).get("volume")
+    recent = (
+        tables.recent_row_counts(table, pipeline.partition_column, partition, volume["recent_partitions"])
+        if volume
+        else []
+    )
     # The count, the checksum and the checks in one aggregation when the data is good.
-    report, values = gate.audit(frame, gate.load_suite(pipeline.suite), also=staging.checksum_aggregates(frame))
+    report, values = gate.audit(frame, suite, also=staging.checksum_aggregates(frame), recent_rows=recent)
+    report.findings[:0] = [gate.Finding(**f) for f in staged.findings]
     rows_out, checksum = staging.format_checksum(values)
     clock.lap("gate")
     log.info("%s", report.summary())
     measured = dataclasses.replace(staged, rows_out=rows_out, checksum=checksum)
-    fields = {
-        "rows_out": rows_out,
-        "checksum": checksum,
-        "details": {"audit": report.to_dict(), "seconds_audit": clock.seconds},
-    }
+    fields: dict[str, Any] = {"rows_out": rows_out, "checksum": checksum}
     if report.passed:
-        ledger.update(pipeline.name, staged.run_token, **fields)
+        details = {"audit": report.to_dict(), "seconds_audit": clock.seconds}
+        ledger.update(pipeline.name, staged.run_token, **fields, details=details)
         return measured
-
-    table_location = tables.load_table(pipeline.table).location()
     quarantine = staging.partition_dir(
-        table_location,
-        "quarantine",
-        pipeline.partition_column,
-        dt.date.fromisoformat(staged.partition),
-        staged.run_token,
+        table.location(), "quarantine", pipeline.partition_column, partition, staged.run_token
     )
-    staging.move_dir(staged.staged_dir, quarantine)
-    failed = ", ".join(f"{f.check}({f.column})" if f.column else f.check for f in report.blocking)
-    ledger.update(
-        pipeline.name,
+    staging.move_dir(staged.staged_dir, f"{quarantine}/data")
+    _quarantined(
+        pipeline,
         staged.run_token,
+        partition,
+        report,
+        quarantine,
+        {**fields, "details": {"seconds_audit": clock.seconds}},
+    )
+
+
+def _quarantined(
+    pipeline: Pipeline,
+    token: str,
+    partition: dt.date,
+    report: gate.AuditReport,
+    quarantine: str,
+    fields: dict[str, Any],
+) -> NoReturn:
+    """Record a blocked run (what failed, where its files are) and stop it."""
+    failed = ", ".join(f"{f.check}({f.column})" if f.column else f.check for f in report.blocking)
+    details = {**fields.pop("details", {}), "audit": report.to_dict()}
+    Ledger().update(
+        pipeline.name,
+        token,
         status="quarantined",
         staged_path=quarantine,
         error=f"quality gate failed: {failed}"[:4000],
+        details=details,
         **fields,
     )
     raise GateFailedError(
-        f"{pipeline.table} {staged.partition} failed its quality gate ({failed}); "
-        f"the live partition is unchanged and the staged files are quarantined in {quarantine}\n{report.summary()}"
+        f"{pipeline.table} {partition} failed its quality gate ({failed}); the live partition is unchanged and "
+        f"what the run made is quarantined in {quarantine} (python -m wap.cli quarantine show {pipeline.name} "
+        f"{partition})\n{report.summary()}"
     )
 
 
@@ -175,6 +242,7 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
                 tables.ROWS: str(staged.rows_out),
                 tables.CHECKSUM: staged.checksum,
                 tables.CODE_VERSION: staged.code_version,
+                tables.CONTRACT_VERSION: str(staged.contract_version),
             },
         )
         log.info("published %s %s: %s rows, snapshot %s", pipeline.table, partition, staged.rows_out, snapshot_id)

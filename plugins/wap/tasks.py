@@ -6,7 +6,8 @@ A DAG file composes them:
     staged = stage(PIPELINE, partition)
     publish(PIPELINE, audit(PIPELINE, staged))
 
-Errors that retrying cannot fix (a bad partition value, a failed quality gate) raise
+Errors that retrying cannot fix (a bad partition value, `steps.DataError`: a failed
+quality gate, unreadable landed files, a contract change without a version bump) raise
 `AirflowFailException`, so Airflow fails the task at once instead of retrying it.
 """
 
@@ -57,7 +58,10 @@ def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]
 
     day = partitions.parse_partition(partition)
     lineage.report(inputs=[source.location() for source in pipeline.sources], outputs=[])
-    staged = steps.stage(pipeline, day, context["run_id"], context["ti"].try_number)
+    try:
+        staged = steps.stage(pipeline, day, context["run_id"], context["ti"].try_number)
+    except steps.DataError as exc:
+        raise AirflowFailException(str(exc)) from exc
     return staged.to_dict()
 
 
@@ -68,7 +72,7 @@ def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
     lineage.report(inputs=[], outputs=[])  # reads staging only, which lineage never names
     try:
         return steps.audit(pipeline, steps.staging.StagedRun.from_dict(staged)).to_dict()
-    except steps.GateFailedError as exc:
+    except steps.DataError as exc:
         raise AirflowFailException(str(exc)) from exc
 
 
