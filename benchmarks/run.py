@@ -222,7 +222,7 @@ def bench_backfill(cfg: dict, spark, data_dir: Path) -> dict:
 
     spent = {"ledger": 0.0, "lineage": 0.0}
     patched = [(Ledger, m, "ledger") for m in ("start", "update", "reconcile", "rows")]
-    patched += [(lineage, "report", "lineage"), (OpenLineageAdapter, "emit", "lineage")]
+    patched += [(lineage, "record", "lineage"), (OpenLineageAdapter, "emit", "lineage")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
 
     def timed(original: Callable, bucket: str) -> Callable:

@@ -151,6 +151,34 @@ def _type_name(spark_type: str) -> str:
     return spark_type.replace(" ", "").lower()
 
 
+def assertions(suite: dict[str, Any], findings: list[Finding]) -> list[dict[str, Any]]:
+    """Every check the gate ran, passed or not (`check`, `column`, `success`, `severity`):
+    the contract per column, each expectation, the volume, the source rejects."""
+    found = {(f.check, f.column): f for f in findings}
+    contract = load_contract(suite)
+    checks: list[tuple[str, str | None, str]] = [(TYPED, c, BLOCKING) for c in contract.columns]
+    checks.append((ADDED, None, WARNING if contract.on_added_column == "allow" else BLOCKING))
+    for e in suite["expectations"]:
+        checks.append((e["type"], e.get("kwargs", {}).get("column"), (e.get("meta") or {}).get("severity", BLOCKING)))
+    if suite.get("meta", {}).get("volume"):
+        checks.append((VOLUME, None, suite["meta"]["volume"].get("severity", BLOCKING)))
+    checks.append((REJECTS, None, BLOCKING))
+    failed_columns = {f.column for f in findings if f.check in (PRESENT, TYPED)}
+    added = [f for f in findings if f.check == ADDED]
+    out = []
+    for check, column, severity in checks:
+        if check == TYPED:
+            success = column not in failed_columns
+        elif check == ADDED:
+            success = not added
+        else:
+            success = (check, column) not in found and not (
+                check == REJECTS and any(f.check == REJECTS for f in findings)
+            )
+        out.append({"check": check, "column": column, "success": success, "severity": severity})
+    return out
+
+
 def check_volume(rows: int, recent: list[int], rule: dict[str, Any] | None) -> list[Finding]:
     """The partition's row count against the median of `recent` partitions' counts."""
     if not rule or len(recent) < int(rule.get("min_history", 3)):

@@ -42,6 +42,8 @@ class StagedRun:
     # Measured on the staged files by the audit, which reads them anyway.
     rows_out: int | None = None
     checksum: str | None = None
+    # Every check the gate ran, passed or not (`audit.assertions`), for lineage.
+    assertions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -40,6 +40,10 @@ class DataError(RuntimeError):
 class GateFailedError(DataError):
     """The run broke a blocking check; what it made is quarantined and nothing was published."""
 
+    def __init__(self, message: str, assertions: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.assertions = assertions or []  # every check and its result, for lineage
+
 
 def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) -> staging.StagedRun:
     """Read the partition's inputs, transform them with the pipeline's SQL, stage the result.
@@ -88,7 +92,8 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
         read = {"rows_in": rows_in, "details": {"intake": intakes}}
         if any(f.severity == gate.BLOCKING for f in findings):
             ledger.update(pipeline.name, token, **read)
-            _quarantined(pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {})
+            checked = gate.assertions(gate.load_suite(pipeline.suite), findings, staged=False)
+            _quarantined(pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {}, checked)
         result = spark.sql(pipeline.sql_text(), args={"partition": partition})
         if contract.on_added_column == "allow":
             added = [f for f in gate.check_contract(result, contract) if f.check == gate.ADDED]
@@ -156,7 +161,8 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
     rows_out, checksum = staging.format_checksum(values)
     clock.lap("gate")
     log.info("%s", report.summary())
-    measured = dataclasses.replace(staged, rows_out=rows_out, checksum=checksum)
+    checked = gate.assertions(suite, report.findings)
+    measured = dataclasses.replace(staged, rows_out=rows_out, checksum=checksum, assertions=checked)
     fields: dict[str, Any] = {"rows_out": rows_out, "checksum": checksum}
     if report.passed:
         details = {"audit": report.to_dict(), "seconds_audit": clock.seconds}
@@ -173,6 +179,7 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
         report,
         quarantine,
         {**fields, "details": {"seconds_audit": clock.seconds}},
+        checked,
     )
 
 
@@ -183,6 +190,7 @@ def _quarantined(
     report: gate.AuditReport,
     quarantine: str,
     fields: dict[str, Any],
+    checked: list[dict[str, Any]],
 ) -> NoReturn:
     """Record a blocked run (what failed, where its files are) and stop it."""
     failed = ", ".join(f"{f.check}({f.column})" if f.column else f.check for f in report.blocking)
@@ -199,7 +207,8 @@ def _quarantined(
     raise GateFailedError(
         f"{pipeline.table} {partition} failed its quality gate ({failed}); the live partition is unchanged and "
         f"what the run made is quarantined in {quarantine} (python -m wap.cli quarantine show {pipeline.name} "
-        f"{partition})\n{report.summary()}"
+        f"{partition})\n{report.summary()}",
+        checked,
     )
 
 

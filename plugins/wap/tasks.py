@@ -16,7 +16,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import Param, task
+from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
+from airflow.sdk import Param
+from airflow.sdk.bases.decorator import task_decorator_factory
 from airflow.sdk.exceptions import AirflowFailException
 
 from wap import lineage
@@ -42,50 +44,76 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
-@task
+class _LineageTask(_PythonDecoratedOperator):
+    """A TaskFlow task whose body records its datasets and facets (`wap.lineage.record`);
+    the OpenLineage provider asks for them when the task completes or fails."""
+
+    def execute(self, context: Any) -> Any:
+        lineage.begin()
+        return super().execute(context)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        return lineage.recorded()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        return lineage.recorded()
+
+
+def wap_task(python_callable: Any = None, **kwargs: Any) -> Any:
+    """`@task`, with the task's lineage reported to OpenLineage."""
+    return task_decorator_factory(python_callable=python_callable, decorated_operator_class=_LineageTask, **kwargs)
+
+
+@wap_task
 def resolve_partition(**context: Any) -> str:
     """The run's partition as YYYY-MM-DD; fails at once if there is none or it is invalid."""
-    lineage.report(inputs=[], outputs=[])
     try:
         return partitions.resolve_partition(context).isoformat()
     except partitions.PartitionError as exc:
         raise AirflowFailException(str(exc)) from exc
 
 
-@task(task_id="stage")
+@wap_task(task_id="stage")
 def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]:
     from wap import steps
 
     day = partitions.parse_partition(partition)
-    lineage.report(inputs=[source.location() for source in pipeline.sources], outputs=[])
+    run_id, try_number = context["run_id"], context["ti"].try_number
+    lineage.staging(pipeline, day, run_id, try_number, "running")
     try:
-        staged = steps.stage(pipeline, day, context["run_id"], context["ti"].try_number)
+        staged = steps.stage(pipeline, day, run_id, try_number)
+    except steps.GateFailedError as exc:
+        lineage.staging(pipeline, day, run_id, try_number, "quarantined")
+        raise AirflowFailException(str(exc)) from exc
     except steps.DataError as exc:
         raise AirflowFailException(str(exc)) from exc
+    lineage.staging(pipeline, day, run_id, try_number, "staged")
     return staged.to_dict()
 
 
-@task(task_id="audit")
+@wap_task(task_id="audit")
 def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
     from wap import steps
 
-    lineage.report(inputs=[], outputs=[])  # reads staging only, which lineage never names
+    run = steps.staging.StagedRun.from_dict(staged)
     try:
-        return steps.audit(pipeline, steps.staging.StagedRun.from_dict(staged)).to_dict()
+        audited = steps.audit(pipeline, run)
+    except steps.GateFailedError as exc:
+        lineage.audited(pipeline, run, exc.assertions, "quarantined")
+        raise AirflowFailException(str(exc)) from exc
     except steps.DataError as exc:
         raise AirflowFailException(str(exc)) from exc
+    lineage.audited(pipeline, run, audited.assertions, "audited")
+    return audited.to_dict()
 
 
-@task(task_id="publish")
+@wap_task(task_id="publish")
 def _publish(pipeline: Pipeline, staged: dict[str, Any], **context: Any) -> dict[str, Any]:
     from wap import steps
 
     run = steps.staging.StagedRun.from_dict(staged)
-    lineage.report(
-        inputs=[source.location() for source in pipeline.sources],
-        outputs=[steps.tables.load_table(pipeline.table).location()],
-    )
     result = steps.publish(pipeline, run)
+    lineage.published(pipeline, run, result["snapshot_id"], result["status"])
     # The asset event carries the partition, so partition-aware consumers run for that day.
     context["outlet_events"][pipeline.asset].add_partitions(run.partition)
     context["outlet_events"][pipeline.asset].extra = {k: str(v) for k, v in result.items()}

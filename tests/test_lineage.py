@@ -1,0 +1,251 @@
+"""OpenLineage (I7): the events of real runs name the live data, carry the facets a lineage
+tool needs, and every event and every facet validates against the official spec, offline.
+
+The spec's JSON schemas are vendored in tests/openlineage-spec/ (see its README); this
+project's own run facets have their schemas in plugins/wap/lineage_facets/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import START, run_dag
+
+from wap.settings import REPO_ROOT
+
+SPEC = Path(__file__).parent / "openlineage-spec"
+OWN_FACETS = REPO_ROOT / "plugins" / "wap" / "lineage_facets"
+TASKS = ("resolve_partition", "stage", "audit", "publish")
+
+
+def events_file() -> Path:
+    return Path(json.loads(os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"])["log_file_path"])
+
+
+def read_events(offset: int) -> list[dict]:
+    with open(events_file(), "rb") as handle:
+        handle.seek(offset)
+        return [json.loads(line) for line in handle.read().decode().splitlines() if line.strip()]
+
+
+def settle(offset: int, dag_runs: int) -> list[dict]:
+    """The events written since `offset`, once every DAG run's closing event is in (they are emitted
+    asynchronously by the provider)."""
+    deadline = time.monotonic() + 30
+    while True:
+        events = read_events(offset)
+        closing = [e for e in events if "." not in e["job"]["name"] and e["eventType"] in ("COMPLETE", "FAIL")]
+        if len(closing) >= dag_runs or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)
+
+
+def spec_registry():
+    from referencing import Registry, Resource
+
+    resources = []
+    for path in [*SPEC.rglob("*.json"), *OWN_FACETS.glob("*.json")]:
+        schema = json.loads(path.read_text())
+        if "$id" in schema:
+            resources.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources)
+
+
+def facets_of(event: dict):
+    """(where, name, facet) for every facet an event carries."""
+    for where, facets in (("run", event["run"].get("facets")), ("job", event["job"].get("facets"))):
+        for name, facet in (facets or {}).items():
+            yield where, name, facet
+    for kind in ("inputs", "outputs"):
+        for ds in event.get(kind) or []:
+            for group in ("facets", "inputFacets", "outputFacets"):
+                for name, facet in (ds.get(group) or {}).items():
+                    yield f"{kind}.{group}", name, facet
+
+
+def validate(event: dict, registry) -> None:
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    Draft202012Validator({"$ref": event["schemaURL"]}, registry=registry, format_checker=FormatChecker()).validate(
+        event
+    )
+    for where, name, facet in facets_of(event):
+        url = facet["_schemaURL"]
+        assert url.split("#")[0] in {uri for uri in registry}, f"{where}.{name}: no schema for {url}"
+        Draft202012Validator({"$ref": url}, registry=registry, format_checker=FormatChecker()).validate(facet)
+
+
+def task_of(event: dict) -> str:
+    return event["job"]["name"].rsplit(".", 1)[-1]
+
+
+@pytest.fixture(scope="module")
+def lineage(dags, landed, spark):
+    """Silver for two days and gold for the first: their events and ledger rows."""
+    from wap.ledger import Ledger
+
+    offset = events_file().stat().st_size if events_file().exists() else 0
+    runs = [
+        run_dag(dags["silver_orders"], day=START),
+        run_dag(dags["gold_daily_sales"], conf={"partition": START.isoformat()}),
+        run_dag(dags["silver_orders"], day=START + dt.timedelta(days=1)),
+    ]
+    assert all(r["dag"] == "success" for r in runs), runs
+    events = settle(offset, len(runs))
+    return {"events": events, "runs": runs, "ledger": Ledger().rows()}
+
+
+def test_every_event_and_every_facet_validates_against_the_spec(lineage):
+    registry = spec_registry()
+    assert lineage["events"]
+    for event in lineage["events"]:
+        validate(event, registry)
+
+
+def test_every_task_starts_and_completes(lineage):
+    for dag_id in ("silver_orders", "gold_daily_sales"):
+        for task in TASKS:
+            kinds = [e["eventType"] for e in lineage["events"] if e["job"]["name"] == f"{dag_id}.{task}"]
+            runs = 2 if dag_id == "silver_orders" else 1
+            assert kinds.count("START") == runs and kinds.count("COMPLETE") == runs, (dag_id, task, kinds)
+
+
+def test_datasets_are_the_live_data_never_staging(lineage):
+    from wap import tables
+
+    names = {(d["namespace"], d["name"]) for e in lineage["events"] for d in e.get("inputs", []) + e.get("outputs", [])}
+    assert names, "the pipeline's tasks name what they read and write"
+    for namespace, name in names:
+        assert namespace == "file", namespace
+        assert "/data/order_date=" not in name and "/quarantine/" not in name and "run-" not in name, name
+    silver = tables.load_table("silver.orders").location().removeprefix("file://")
+    assert ("file", silver) in names
+    assert ("file", str(Path(os.environ["WAP_DATA_DIR"]) / "landing" / "orders")) in names
+
+
+def brief(assertion: dict) -> dict:
+    return {k: assertion.get(k) for k in ("assertion", "success", "column", "severity")}
+
+
+def complete(lineage: dict, job: str, day: dt.date = START) -> dict:
+    (event,) = [
+        e
+        for e in lineage["events"]
+        if e["job"]["name"] == job
+        and e["eventType"] == "COMPLETE"
+        and e["run"]["facets"]["wapPartition"]["partition"] == day.isoformat()
+    ]
+    return event
+
+
+def test_the_graph_runs_from_landed_files_to_silver_to_gold(lineage):
+    silver = complete(lineage, "silver_orders.publish")
+    gold = complete(lineage, "gold_daily_sales.publish")
+    (silver_out,) = silver["outputs"]
+    (gold_in,) = gold["inputs"]
+    (gold_out,) = gold["outputs"]
+    assert silver["inputs"][0]["name"].endswith("/landing/orders")
+    assert (gold_in["namespace"], gold_in["name"]) == (silver_out["namespace"], silver_out["name"])
+    symlinks = {d["facets"]["symlinks"]["identifiers"][0]["name"] for d in (silver_out, gold_in, gold_out)}
+    assert symlinks == {"silver.orders", "gold.daily_sales"}
+    assert silver_out["facets"]["symlinks"]["identifiers"][0]["namespace"] == "iceberg://wap"
+
+
+def test_job_names_are_stable_across_runs(lineage):
+    day1 = {
+        e["job"]["name"]
+        for e in lineage["events"]
+        if e["run"]["facets"].get("wapPartition", {}).get("partition") == START.isoformat()
+        and e["job"]["name"].startswith("silver")
+    }
+    day2 = {
+        e["job"]["name"]
+        for e in lineage["events"]
+        if e["run"]["facets"].get("wapPartition", {}).get("partition") == (START + dt.timedelta(days=1)).isoformat()
+    }
+    assert day1 == day2 == {f"silver_orders.{t}" for t in ("stage", "audit", "publish")}
+    namespaces = {e["job"]["namespace"] for e in lineage["events"]}
+    assert namespaces == {"wap-embedded"}
+
+
+def test_tasks_link_to_their_dag_run(lineage):
+    dag_runs = {e["run"]["runId"]: e for e in lineage["events"] if "." not in e["job"]["name"]}
+    assert len(dag_runs) == 3
+    for event in lineage["events"]:
+        if "." in event["job"]["name"]:
+            parent = event["run"]["facets"]["parent"]
+            assert parent["run"]["runId"] in dag_runs, event["job"]["name"]
+            assert parent["job"]["name"] == event["job"]["name"].split(".")[0]
+
+
+def test_published_output_carries_its_version_statistics_checks_and_columns(lineage):
+    from wap.audit import load_contract, load_suite
+
+    event = complete(lineage, "silver_orders.publish")
+    (out,) = event["outputs"]
+    run = event["run"]["facets"]
+    (row,) = [r for r in lineage["ledger"] if r["run_token"] == run["wapLedger"]["attempt"]]
+    assert row["status"] == "published" and run["wapLedger"]["status"] == "published"
+    assert (run["wapLedger"]["runId"], run["wapLedger"]["tryNumber"]) == (row["run_id"], row["try_number"])
+    assert out["outputFacets"]["outputStatistics"]["rowCount"] == row["rows_out"]
+    assert out["outputFacets"]["outputStatistics"]["fileCount"] >= 1
+    assert out["outputFacets"]["outputStatistics"]["size"] > 0
+    assert out["facets"]["version"]["datasetVersion"] == str(row["snapshot_id"])
+    assert run["wapPartition"] == {
+        **run["wapPartition"],
+        "partition": START.isoformat(),
+        "partitionColumn": "order_date",
+    }
+    contract = load_contract(load_suite("silver.orders.json"))
+    assert [(f["name"], f["type"]) for f in out["facets"]["schema"]["fields"]] == list(contract.columns.items())
+    checks = [brief(c) for c in out["facets"]["dataQualityAssertions"]["assertions"]]
+    assert all(c["success"] for c in checks)
+    assert {
+        "assertion": "expect_column_values_to_be_unique",
+        "success": True,
+        "column": "order_id",
+        "severity": "error",
+    } in checks
+    columns = out["facets"]["columnLineage"]["fields"]
+    assert [f["field"] for f in columns["amount"]["inputFields"]] == ["amount"]
+    assert [f["field"] for f in columns["placed_ts"]["inputFields"]] == ["event_ts"]
+    assert columns["amount"]["inputFields"][0]["name"].endswith("/landing/orders")
+
+
+def test_a_failing_gate_fails_with_its_assertions(dags, landed, lineage):
+    from wap.ledger import Ledger
+
+    day = START + dt.timedelta(days=2)
+    bad = {
+        "event_id": "E-NEG",
+        "order_id": "O-NEG",
+        "customer_id": "C-1",
+        "event_ts": f"{day.isoformat()}T10:00:00Z",
+        "status": "placed",
+        "amount": -3,
+        "currency": "EUR",
+        "channel": "web",
+    }
+    (landed / "orders" / f"dt={day.isoformat()}" / "bad.jsonl").write_text(json.dumps(bad) + "\n")
+    offset = events_file().stat().st_size
+    assert run_dag(dags["silver_orders"], day=day)["dag"] == "failed"
+    events = settle(offset, 1)
+    registry = spec_registry()
+    for event in events:
+        validate(event, registry)
+    (fail,) = [e for e in events if e["job"]["name"] == "silver_orders.audit" and e["eventType"] == "FAIL"]
+    assert "failed its quality gate" in fail["run"]["facets"]["errorMessage"]["message"]
+    (candidate,) = fail["inputs"]
+    checks = [brief(c) for c in candidate["inputFacets"]["dataQualityAssertions"]["assertions"]]
+    failed = [c for c in checks if not c["success"]]
+    assert failed == [
+        {"assertion": "expect_column_values_to_be_between", "success": False, "column": "amount", "severity": "error"}
+    ]
+    assert fail["run"]["facets"]["wapLedger"]["status"] == "quarantined"
+    assert Ledger().rows("silver_orders", day.isoformat())[-1]["status"] == "quarantined"
+    assert not [e for e in events if e["job"]["name"] == "silver_orders.publish" and e["eventType"] == "COMPLETE"]
