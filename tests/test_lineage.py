@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 from conftest import START, run_dag
+from ol_spec import spec_registry, validate
 
 from wap.settings import REPO_ROOT
 
-SPEC = Path(__file__).parent / "openlineage-spec"
-OWN_FACETS = REPO_ROOT / "plugins" / "wap" / "lineage_facets"
 TASKS = ("resolve_partition", "stage", "audit", "publish")
 
 
@@ -43,41 +42,6 @@ def settle(offset: int, dag_runs: int) -> list[dict]:
         if len(closing) >= dag_runs or time.monotonic() > deadline:
             return events
         time.sleep(0.5)
-
-
-def spec_registry():
-    from referencing import Registry, Resource
-
-    resources = []
-    for path in [*SPEC.rglob("*.json"), *OWN_FACETS.glob("*.json")]:
-        schema = json.loads(path.read_text())
-        if "$id" in schema:
-            resources.append((schema["$id"], Resource.from_contents(schema)))
-    return Registry().with_resources(resources)
-
-
-def facets_of(event: dict):
-    """(where, name, facet) for every facet an event carries."""
-    for where, facets in (("run", event["run"].get("facets")), ("job", event["job"].get("facets"))):
-        for name, facet in (facets or {}).items():
-            yield where, name, facet
-    for kind in ("inputs", "outputs"):
-        for ds in event.get(kind) or []:
-            for group in ("facets", "inputFacets", "outputFacets"):
-                for name, facet in (ds.get(group) or {}).items():
-                    yield f"{kind}.{group}", name, facet
-
-
-def validate(event: dict, registry) -> None:
-    from jsonschema import Draft202012Validator, FormatChecker
-
-    Draft202012Validator({"$ref": event["schemaURL"]}, registry=registry, format_checker=FormatChecker()).validate(
-        event
-    )
-    for where, name, facet in facets_of(event):
-        url = facet["_schemaURL"]
-        assert url.split("#")[0] in {uri for uri in registry}, f"{where}.{name}: no schema for {url}"
-        Draft202012Validator({"$ref": url}, registry=registry, format_checker=FormatChecker()).validate(facet)
 
 
 def task_of(event: dict) -> str:
@@ -249,3 +213,107 @@ def test_a_failing_gate_fails_with_its_assertions(dags, landed, lineage):
     assert fail["run"]["facets"]["wapLedger"]["status"] == "quarantined"
     assert Ledger().rows("silver_orders", day.isoformat())[-1]["status"] == "quarantined"
     assert not [e for e in events if e["job"]["name"] == "silver_orders.publish" and e["eventType"] == "COMPLETE"]
+
+
+# ---------------------------------------------------------------- over HTTP, to a receiver that may be down or slow
+class Receiver:
+    """A lineage server on loopback (the shape of Marquez's `POST /api/v1/lineage`)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.events = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if delay:
+                    time.sleep(delay)
+                received.append((self.path, json.loads(body)))
+                self.send_response(201)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def deployed_lineage(url: str) -> dict[str, str]:
+    """The README's deployed lineage variables (namespace aside), pointed at `url`."""
+    lines = (REPO_ROOT / "README.md").read_text().split("## Lineage", 1)[1].splitlines()
+    settings = dict(line.split("=", 1) for line in lines if line.startswith("AIRFLOW__OPENLINEAGE__"))
+    settings.pop("AIRFLOW__OPENLINEAGE__NAMESPACE")
+    settings["AIRFLOW__OPENLINEAGE__TRANSPORT"] = settings["AIRFLOW__OPENLINEAGE__TRANSPORT"].strip("'")
+    assert "http://marquez:5000" in settings["AIRFLOW__OPENLINEAGE__TRANSPORT"]
+    settings["AIRFLOW__OPENLINEAGE__TRANSPORT"] = settings["AIRFLOW__OPENLINEAGE__TRANSPORT"].replace(
+        "http://marquez:5000", url
+    )
+    return settings
+
+
+def run_with_http_lineage(day: dt.date, port: int) -> dict:
+    """silver_orders for `day` in a fresh process whose lineage goes over HTTP to `port`."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, **deployed_lineage(f"http://127.0.0.1:{port}")}
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("lineage_run.py")), day.isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    return json.loads(result.removeprefix("RESULT "))
+
+
+def test_events_reach_an_http_receiver_and_a_down_or_slow_one_never_fails_the_run(lineage):
+    from wap.ledger import Ledger
+
+    receiver = Receiver()
+    try:
+        up = run_with_http_lineage(START + dt.timedelta(days=2), receiver.port)
+    finally:
+        receiver.close()
+    assert up["state"] == "success"
+    registry = spec_registry()
+    paths = {path for path, _ in receiver.events}
+    assert paths == {"/api/v1/lineage"}
+    events = [event for _, event in receiver.events]
+    for event in events:
+        validate(event, registry)
+    for task in TASKS:
+        kinds = [e["eventType"] for e in events if e["job"]["name"] == f"silver_orders.{task}"]
+        assert sorted(kinds) == ["COMPLETE", "START"], (task, kinds)
+
+    down = run_with_http_lineage(START + dt.timedelta(days=3), closed_port())
+    assert down["state"] == "success"
+
+    slow = Receiver(delay=30)
+    try:
+        late = run_with_http_lineage(START + dt.timedelta(days=4), slow.port)
+    finally:
+        slow.close()
+    assert late["state"] == "success"
+    for day in (2, 3, 4):
+        assert Ledger().rows("silver_orders", (START + dt.timedelta(days=day)).isoformat())[-1]["status"] == "published"
+    print(f"silver_orders run: receiver up {up['seconds']} s, down {down['seconds']} s, slow {late['seconds']} s")
