@@ -4,11 +4,15 @@ python -m wap.cli ledger [--pipeline silver_orders] [--partition 2024-01-03]
 python -m wap.cli partitions silver.orders
 python -m wap.cli tables
 python -m wap.cli quarantine list|show|release|discard ...   (see wap.quarantine)
+python -m wap.cli plan silver_orders --from 2024-01-01 --to 2024-01-31   (see wap.planner)
+python -m wap.cli versions silver_orders 2024-01-03
+python -m wap.cli rollback silver_orders [--partition 2024-01-03] --to-snapshot ID --reason ...
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,6 +97,42 @@ def quarantine_command(args: argparse.Namespace) -> str:
     return f"discarded: quarantined run {result['run_id']} of {args.pipeline} {args.partition}; its files are deleted"
 
 
+def plan_command(args: argparse.Namespace) -> str:
+    from wap import planner
+    from wap.pipeline import find_pipeline
+
+    pipeline = find_pipeline(args.pipeline)
+    start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
+    states = planner.plan(pipeline, start, end)
+    table = render([vars(s) for s in states], ("partition", "state", "detail"))
+    commands = planner.backfill_commands(args.dag_id or args.pipeline, states, args.max_active_runs)
+    todo = "\n".join(commands) if commands else "nothing to do: every partition is published by the current code"
+    return f"{table}\n\n{todo}"
+
+
+def versions_command(args: argparse.Namespace) -> str:
+    from wap.pipeline import find_pipeline
+
+    pipeline = find_pipeline(args.pipeline)
+    table = tables.load_table(pipeline.table)
+    rows = [vars(v) for v in tables.versions(table, dt.date.fromisoformat(args.partition))]
+    return render(rows, ("snapshot_id", "committed_at", "rows", "checksum", "code_version", "run_id"))
+
+
+def rollback_command(args: argparse.Namespace) -> str:
+    from wap import rollback
+    from wap.pipeline import find_pipeline
+
+    pipeline = find_pipeline(args.pipeline)
+    if args.partition:
+        result = rollback.rollback_partition(
+            pipeline, dt.date.fromisoformat(args.partition), args.to_snapshot, args.reason
+        )
+        return f"{pipeline.table} {result['partition']}: {result['status']} (snapshot {result['snapshot_id']})"
+    changed = rollback.rollback_table(pipeline, args.to_snapshot, args.reason)
+    return render(changed, ("partition", "status", "snapshot_id"))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m wap.cli", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -118,7 +158,30 @@ def main(argv: Sequence[str] | None = None) -> None:
             sub.add_argument("--reason", required=True, help="why; kept in the ledger with your user name")
         if action == "release":
             sub.add_argument("--force", action="store_true", help="even if a later run published the partition")
+    planning = commands.add_parser("plan", help="partitions missing, failed, quarantined or stale; the backfill")
+    planning.add_argument("pipeline")
+    planning.add_argument("--from", dest="start", required=True, help="first partition, YYYY-MM-DD")
+    planning.add_argument("--to", dest="end", required=True, help="last partition, YYYY-MM-DD (included)")
+    planning.add_argument("--dag-id", help="the DAG that runs the pipeline (default: the pipeline's name)")
+    planning.add_argument("--max-active-runs", type=int, default=3)
+    listing = commands.add_parser("versions", help="every published version of a partition still in history")
+    listing.add_argument("pipeline")
+    listing.add_argument("partition")
+    back = commands.add_parser("rollback", help="make an earlier published version live again (recorded)")
+    back.add_argument("pipeline")
+    back.add_argument("--partition", help="one partition (default: the whole table)")
+    back.add_argument("--to-snapshot", type=int, required=True, help="a snapshot id from `versions`")
+    back.add_argument("--reason", required=True, help="why; kept in the ledger with your user name")
     args = parser.parse_args(argv)
+    if args.command in ("plan", "versions", "rollback"):
+        from wap.rollback import RollbackError
+
+        run = {"plan": plan_command, "versions": versions_command, "rollback": rollback_command}[args.command]
+        try:
+            print(run(args))
+        except (RollbackError, LookupError, ValueError) as exc:
+            parser.exit(1, f"error: {exc}\n")
+        return
     if args.command == "quarantine":
         try:
             print(quarantine_command(args))

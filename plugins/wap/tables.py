@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -277,37 +278,46 @@ def load_table(identifier: str) -> Table:
     return get_catalog().load_table(identifier)
 
 
-def _history(table: Table):
-    """Snapshots of the current branch, newest first."""
+def history(table: Table, as_of: int | None = None):
+    """Snapshots of the current branch (or from snapshot `as_of` back), newest first."""
     from pyiceberg.table.snapshots import ancestors_of
 
-    return ancestors_of(table.current_snapshot(), table.metadata)
+    start = table.current_snapshot() if as_of is None else table.snapshot_by_id(as_of)
+    if as_of is not None and start is None:
+        raise ValueError(f"{table.name()}: no snapshot {as_of} (expired, or another table's)")
+    return ancestors_of(start, table.metadata)
 
 
 def find_publish(table: Table, token: str) -> int | None:
     """The snapshot id with which the run attempt `token` was published, if it was."""
-    for snapshot in _history(table):
+    for snapshot in history(table):
         if snapshot.summary is not None and snapshot.summary.get(RUN_TOKEN) == token:
             return snapshot.snapshot_id
     return None
 
 
-def live_version(table: Table, partition: dt.date) -> PublishedVersion | None:
-    """Which publish the live partition comes from: the newest publish of that partition."""
+def versions(table: Table, partition: dt.date, as_of: int | None = None) -> Iterator[PublishedVersion]:
+    """Every publish of one partition still in the table's history, newest first (lazily)."""
     day = partition.isoformat()
-    for snapshot in _history(table):
+    for snapshot in history(table, as_of):
         summary = snapshot.summary
         if summary is not None and summary.get(PARTITION) == day:
-            return PublishedVersion(
-                snapshot_id=snapshot.snapshot_id,
-                run_id=summary.get(RUN_ID, ""),
-                run_token=summary.get(RUN_TOKEN, ""),
-                rows=int(summary.get(ROWS, "0")),
-                checksum=summary.get(CHECKSUM, ""),
-                code_version=summary.get(CODE_VERSION, ""),
-                committed_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC),
+            yield (
+                PublishedVersion(
+                    snapshot_id=snapshot.snapshot_id,
+                    run_id=summary.get(RUN_ID, ""),
+                    run_token=summary.get(RUN_TOKEN, ""),
+                    rows=int(summary.get(ROWS, "0")),
+                    checksum=summary.get(CHECKSUM, ""),
+                    code_version=summary.get(CODE_VERSION, ""),
+                    committed_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC),
+                )
             )
-    return None
+
+
+def live_version(table: Table, partition: dt.date, as_of: int | None = None) -> PublishedVersion | None:
+    """Which publish the live partition comes from (or came from, at snapshot `as_of`)."""
+    return next(versions(table, partition, as_of), None)
 
 
 def swap_partition(
@@ -352,11 +362,11 @@ def swap_partition(
     return snapshot.snapshot_id
 
 
-def partition_files(table: Table, partition_column: str, partition: dt.date) -> list[str]:
-    """The live data files of one partition (for engines that read Parquet, not Iceberg)."""
+def partition_files(table: Table, partition_column: str, partition: dt.date, as_of: int | None = None) -> list[str]:
+    """The live data files of one partition (or its files at snapshot `as_of`)."""
     from pyiceberg.expressions import EqualTo
 
-    scan = table.scan(row_filter=EqualTo(partition_column, partition.isoformat()))
+    scan = table.scan(row_filter=EqualTo(partition_column, partition.isoformat()), snapshot_id=as_of)
     return sorted(task.file.file_path for task in scan.plan_files())
 
 

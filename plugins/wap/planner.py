@@ -1,0 +1,89 @@
+"""Which partitions of a pipeline need a run, and the backfill commands that fix exactly those.
+
+A partition needs a run when it is `missing` (never published), `failed` or `quarantined`
+(its latest attempt did not publish), or `stale` (published by other code than the
+pipeline's current SQL + suite, `Pipeline.code_version`). The table's history says what
+is live; the ledger says what was tried. Rolled-back partitions are reported, not
+"fixed": rolling back was a decision.
+
+    python -m wap.cli plan silver_orders --from 2024-01-01 --to 2024-01-31
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from wap import tables
+from wap.ledger import Ledger
+from wap.pipeline import Pipeline
+
+NEEDS_RUN = ("missing", "failed", "quarantined", "stale")
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    partition: dt.date
+    state: str  # ok | missing | failed | quarantined | stale | rolled_back | running
+    detail: str = ""
+
+
+def plan(pipeline: Pipeline, start: dt.date, end: dt.date) -> list[PartitionState]:
+    """The state of every partition from `start` to `end` (inclusive)."""
+    if end < start:
+        raise ValueError(f"--to {end} is before --from {start}")
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        table = tables.load_table(pipeline.table)
+    except NoSuchTableError:  # never published: every partition is missing
+        table = None
+    current = pipeline.code_version()
+    latest: dict[str, dict] = {}
+    for row in Ledger().rows(pipeline.name):
+        if start.isoformat() <= row["partition"] <= end.isoformat():
+            latest[row["partition"]] = row  # rows come oldest first
+    states = []
+    day = start
+    while day <= end:
+        live = tables.live_version(table, day) if table is not None else None
+        last = latest.get(day.isoformat())
+        status = last["status"] if last else None
+        if status == "rolled_back":
+            states.append(PartitionState(day, "rolled_back", f"snapshot {last['snapshot_id']}"))
+        elif status == "running":
+            states.append(PartitionState(day, "running", f"run {last['run_id']}"))
+        elif status in ("failed", "quarantined"):
+            states.append(PartitionState(day, status, (last["error"] or "").splitlines()[0][:80]))
+        elif live is None:
+            states.append(PartitionState(day, "missing"))
+        elif live.code_version != current:
+            states.append(PartitionState(day, "stale", f"code {live.code_version or '?'} (now {current})"))
+        else:
+            states.append(PartitionState(day, "ok", f"snapshot {live.snapshot_id}"))
+        day += dt.timedelta(days=1)
+    return states
+
+
+def backfill_commands(dag_id: str, states: list[PartitionState], max_active_runs: int = 3) -> list[str]:
+    """`airflow backfill create` commands covering exactly the partitions that need a run.
+
+    One command per run of consecutive days; the reprocess behaviour is the least that
+    re-runs them all: `none` creates runs for days Airflow never ran, `failed` also re-runs
+    failed ones, `completed` also re-runs successful ones (stale partitions).
+    """
+    commands, group = [], []
+    for state in [*states, None]:
+        needed = state is not None and state.state in NEEDS_RUN
+        if needed and group and (state.partition - group[-1].partition).days == 1:
+            group.append(state)
+            continue
+        if group:
+            kinds = {s.state for s in group}
+            behavior = "completed" if "stale" in kinds else "failed" if kinds & {"failed", "quarantined"} else "none"
+            commands.append(
+                f"airflow backfill create --dag-id {dag_id} --from-date {group[0].partition} "
+                f"--to-date {group[-1].partition} --reprocess-behavior {behavior} --max-active-runs {max_active_runs}"
+            )
+        group = [state] if needed else []
+    return commands
