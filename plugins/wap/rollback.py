@@ -21,6 +21,9 @@ from wap import staging, tables
 from wap.ledger import Ledger
 from wap.pipeline import Pipeline
 
+# Snapshot summary key of a rollback's commit: the snapshot whose version it restored.
+ROLLED_BACK_TO = "wap.rolled-back-to"
+
 
 class RollbackError(ValueError):
     """The rollback asked for cannot be done (the message says why)."""
@@ -126,6 +129,3 @@ def rollback_table(pipeline: Pipeline, to_snapshot: int, reason: str) -> list[di
 def _require(reason: str) -> None:
     if not reason or not reason.strip():
         raise RollbackError("say why (--reason): the ledger keeps it with the rollback")
-
-
-ROLLED_BACK_TO = "wap.rolled-back-to"
