@@ -151,18 +151,22 @@ def _type_name(spark_type: str) -> str:
     return spark_type.replace(" ", "").lower()
 
 
-def assertions(suite: dict[str, Any], findings: list[Finding]) -> list[dict[str, Any]]:
+def assertions(suite: dict[str, Any], findings: list[Finding], staged: bool = True) -> list[dict[str, Any]]:
     """Every check the gate ran, passed or not (`check`, `column`, `success`, `severity`):
-    the contract per column, each expectation, the volume, the source rejects."""
+    the source rejects; if the run `staged` its data, the contract per column; if the
+    contract held, each expectation and the volume (they do not run on a broken schema)."""
     found = {(f.check, f.column): f for f in findings}
     contract = load_contract(suite)
-    checks: list[tuple[str, str | None, str]] = [(TYPED, c, BLOCKING) for c in contract.columns]
-    checks.append((ADDED, None, WARNING if contract.on_added_column == "allow" else BLOCKING))
-    for e in suite["expectations"]:
-        checks.append((e["type"], e.get("kwargs", {}).get("column"), (e.get("meta") or {}).get("severity", BLOCKING)))
-    if suite.get("meta", {}).get("volume"):
-        checks.append((VOLUME, None, suite["meta"]["volume"].get("severity", BLOCKING)))
-    checks.append((REJECTS, None, BLOCKING))
+    checks: list[tuple[str, str | None, str]] = [(REJECTS, None, BLOCKING)]
+    if staged:
+        checks += [(TYPED, c, BLOCKING) for c in contract.columns]
+        checks.append((ADDED, None, WARNING if contract.on_added_column == "allow" else BLOCKING))
+    if staged and not any(f.check in (PRESENT, TYPED, ADDED) and f.severity == BLOCKING for f in findings):
+        for e in suite["expectations"]:
+            kwargs, meta = e.get("kwargs") or {}, e.get("meta") or {}
+            checks.append((e["type"], kwargs.get("column"), meta.get("severity", BLOCKING)))
+        if suite.get("meta", {}).get("volume"):
+            checks.append((VOLUME, None, suite["meta"]["volume"].get("severity", BLOCKING)))
     failed_columns = {f.column for f in findings if f.check in (PRESENT, TYPED)}
     added = [f for f in findings if f.check == ADDED]
     out = []
@@ -172,9 +176,7 @@ def assertions(suite: dict[str, Any], findings: list[Finding]) -> list[dict[str,
         elif check == ADDED:
             success = not added
         else:
-            success = (check, column) not in found and not (
-                check == REJECTS and any(f.check == REJECTS for f in findings)
-            )
+            success = (check, column) not in found
         out.append({"check": check, "column": column, "success": success, "severity": severity})
     return out
 
