@@ -195,9 +195,13 @@ def test_a_failing_gate_fails_with_its_assertions(dags, landed, lineage):
         "currency": "EUR",
         "channel": "web",
     }
-    (landed / "orders" / f"dt={day.isoformat()}" / "bad.jsonl").write_text(json.dumps(bad) + "\n")
+    bad_file = landed / "orders" / f"dt={day.isoformat()}" / "bad.jsonl"
+    bad_file.write_text(json.dumps(bad) + "\n")
     offset = events_file().stat().st_size
-    assert run_dag(dags["silver_orders"], day=day)["dag"] == "failed"
+    try:
+        assert run_dag(dags["silver_orders"], day=day)["dag"] == "failed"
+    finally:
+        bad_file.unlink()  # the day is clean again for the tests after this one
     events = settle(offset, 1)
     registry = spec_registry()
     for event in events:
@@ -283,7 +287,9 @@ def run_with_http_lineage(day: dt.date, port: int) -> dict:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (result,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    return json.loads(result.removeprefix("RESULT "))
+    outcome = json.loads(result.removeprefix("RESULT "))
+    outcome["log"] = done.stdout[-6000:] + done.stderr[-6000:]
+    return outcome
 
 
 def test_events_reach_an_http_receiver_and_a_down_or_slow_one_never_fails_the_run(lineage):
@@ -294,7 +300,7 @@ def test_events_reach_an_http_receiver_and_a_down_or_slow_one_never_fails_the_ru
         up = run_with_http_lineage(START + dt.timedelta(days=2), receiver.port)
     finally:
         receiver.close()
-    assert up["state"] == "success"
+    assert up["state"] == "success", up["log"]
     registry = spec_registry()
     paths = {path for path, _ in receiver.events}
     assert paths == {"/api/v1/lineage"}
@@ -306,14 +312,14 @@ def test_events_reach_an_http_receiver_and_a_down_or_slow_one_never_fails_the_ru
         assert sorted(kinds) == ["COMPLETE", "START"], (task, kinds)
 
     down = run_with_http_lineage(START + dt.timedelta(days=3), closed_port())
-    assert down["state"] == "success"
+    assert down["state"] == "success", down["log"]
 
     slow = Receiver(delay=30)
     try:
         late = run_with_http_lineage(START + dt.timedelta(days=4), slow.port)
     finally:
         slow.close()
-    assert late["state"] == "success"
+    assert late["state"] == "success", late["log"]
     for day in (2, 3, 4):
         assert Ledger().rows("silver_orders", (START + dt.timedelta(days=day)).isoformat())[-1]["status"] == "published"
     print(f"silver_orders run: receiver up {up['seconds']} s, down {down['seconds']} s, slow {late['seconds']} s")
