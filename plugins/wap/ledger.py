@@ -21,8 +21,9 @@ from wap.settings import load_settings
 # Longer than any task may run (execution_timeout): a row still `running` after this is dead.
 STALE_AFTER = dt.timedelta(hours=6)
 # Checked here, not by the database: a CHECK constraint in an existing ledger would refuse
-# statuses added later. `discarded`: a quarantined run a human discarded.
-STATUSES = ("running", "published", "skipped", "quarantined", "failed", "discarded", "rolled_back")
+# statuses added later. `discarded`: a quarantined run a human discarded; `superseded`: a run
+# that lost its publish to another run of the same partition (the first to publish wins).
+STATUSES = ("running", "published", "skipped", "quarantined", "failed", "superseded", "discarded", "rolled_back")
 _OLD_STATUS_CHECK = "ck_wap_run_ledger_status"  # that constraint, in ledgers made before
 
 metadata = sa.MetaData()

@@ -41,8 +41,9 @@ def plan(pipeline: Pipeline, start: dt.date, end: dt.date) -> list[PartitionStat
     current = pipeline.code_version()
     latest: dict[str, dict] = {}
     for row in Ledger().rows(pipeline.name):
-        if start.isoformat() <= row["partition"] <= end.isoformat():
-            latest[row["partition"]] = row  # rows come oldest first
+        # Rows come oldest first; a superseded run lost to one that published, which counts.
+        if start.isoformat() <= row["partition"] <= end.isoformat() and row["status"] != "superseded":
+            latest[row["partition"]] = row
     states = []
     day = start
     while day <= end:

@@ -112,8 +112,10 @@ def release(pipeline_name: str, partition: str, *, reason: str, run_token: str |
             "older run would replace it. Pass --force to do that anyway."
         )
     pipeline = find_pipeline(pipeline_name)
+    table = steps.tables.load_table(pipeline.table)
+    live = steps.tables.live_version(table, dt.date.fromisoformat(partition))
     staged_dir = staging.partition_dir(
-        steps.tables.load_table(pipeline.table).location(),
+        table.location(),
         "data",
         pipeline.partition_column,
         dt.date.fromisoformat(partition),
@@ -134,6 +136,7 @@ def release(pipeline_name: str, partition: str, *, reason: str, run_token: str |
         contract_version=row.get("contract_version"),
         rows_out=row["rows_out"],
         checksum=row["checksum"],
+        base_snapshot=live and live.snapshot_id,  # the decision was made against what is live now
     )
     result = steps.publish(pipeline, staged)
     Ledger().update(pipeline_name, row["run_token"], details={"release": _decision(reason)})

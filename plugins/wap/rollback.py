@@ -89,6 +89,7 @@ def rollback_partition(pipeline: Pipeline, partition: dt.date, to_snapshot: int,
             tables.CODE_VERSION: target.code_version,
             ROLLED_BACK_TO: str(target.snapshot_id),
         },
+        replaces=current and current.snapshot_id,
     )
     _record(pipeline, partition, target, snapshot_id, reason)
     return {

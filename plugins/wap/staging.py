@@ -36,6 +36,9 @@ class StagedRun:
     rows_in: int
     code_version: str
     contract_version: int | None = None
+    # The live version the run builds on (snapshot id; None: no live version yet). Its
+    # publish replaces that version or nothing: the first run to publish wins (I5).
+    base_snapshot: int | None = None
     # What the stage step found before the gate (rejected records, dropped added columns):
     # findings in `audit.Finding` form, reported with the gate's own.
     findings: list[dict[str, Any]] = field(default_factory=list)

@@ -37,6 +37,11 @@ class DataError(RuntimeError):
     """Bad data or a bad request: retrying the same run cannot fix it (no Airflow retry)."""
 
 
+class SupersededError(DataError):
+    """Another run published the partition after this one staged it: the first run to
+    publish wins, this one published nothing (I5). Retrying would not change that."""
+
+
 class GateFailedError(DataError):
     """The run broke a blocking check; what it made is quarantined and nothing was published."""
 
@@ -73,6 +78,7 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
         raise DataError(str(exc)) from exc
     ledger.reconcile(pipeline.name, partition.isoformat(), run_id, lambda t: tables.find_publish(table, t))
     ledger.start(**attempt)
+    base = tables.live_version(table, partition)  # what this run's publish will replace
     quarantine = staging.partition_dir(table.location(), "quarantine", pipeline.partition_column, partition, token)
     clock = _Clock()
     try:
@@ -107,6 +113,7 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
             staged_dir=staged_dir,
             files=files,
             rows_in=rows_in,
+            base_snapshot=base and base.snapshot_id,
             findings=[dataclasses.asdict(f) for f in findings],
         )
     except sources.BadSourceError as exc:
@@ -219,6 +226,8 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
       set from the table;
     - the live partition already holds exactly these rows (same checksum): no commit,
       status `skipped`, staged files removed;
+    - another run published the partition after this one staged it: no commit, status
+      `superseded`, staged files removed, `SupersededError` (the first to publish wins);
     - otherwise one atomic commit, recorded in the table and then in the ledger.
     """
     if staged.checksum is None:
@@ -238,22 +247,26 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
         log.info("%s %s unchanged (checksum %s): nothing to publish", pipeline.table, partition, staged.checksum)
     else:
         status = "published"
-        snapshot_id = tables.swap_partition(
-            pipeline.table,
-            pipeline.partition_column,
-            partition,
-            staged.files,
-            {
-                tables.PIPELINE: pipeline.name,
-                tables.RUN_ID: staged.run_id,
-                tables.RUN_TOKEN: staged.run_token,
-                tables.PARTITION: staged.partition,
-                tables.ROWS: str(staged.rows_out),
-                tables.CHECKSUM: staged.checksum,
-                tables.CODE_VERSION: staged.code_version,
-                tables.CONTRACT_VERSION: str(staged.contract_version),
-            },
-        )
+        try:
+            snapshot_id = tables.swap_partition(
+                pipeline.table,
+                pipeline.partition_column,
+                partition,
+                staged.files,
+                {
+                    tables.PIPELINE: pipeline.name,
+                    tables.RUN_ID: staged.run_id,
+                    tables.RUN_TOKEN: staged.run_token,
+                    tables.PARTITION: staged.partition,
+                    tables.ROWS: str(staged.rows_out),
+                    tables.CHECKSUM: staged.checksum,
+                    tables.CODE_VERSION: staged.code_version,
+                    tables.CONTRACT_VERSION: str(staged.contract_version),
+                },
+                replaces=staged.base_snapshot,
+            )
+        except tables.PartitionChangedError as exc:
+            _superseded(pipeline, staged, exc.live)
         log.info("published %s %s: %s rows, snapshot %s", pipeline.table, partition, staged.rows_out, snapshot_id)
     clock.lap("commit")
     fields: dict[str, Any] = {"staged_path": None} if status == "skipped" else {}  # its files were removed
@@ -267,3 +280,16 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
         **fields,
     )
     return {"status": status, "snapshot_id": snapshot_id, "partition": staged.partition, "rows": staged.rows_out}
+
+
+def _superseded(pipeline: Pipeline, staged: staging.StagedRun, live: tables.PublishedVersion | None) -> NoReturn:
+    """Record a run that lost its publish to another run of the same partition, and stop it."""
+    staging.remove_dir(staged.staged_dir)
+    winner = live.run_id if live else "?"
+    message = (
+        f"{pipeline.table} {staged.partition}: run {winner} published this partition after run {staged.run_id} "
+        "staged it. The first run to publish a partition wins: this run published nothing and its staged files "
+        f"are removed. Clear the whole DAG run to re-run it if its data should replace run {winner}'s."
+    )
+    Ledger().update(pipeline.name, staged.run_token, status="superseded", staged_path=None, error=message)
+    raise SupersededError(message)

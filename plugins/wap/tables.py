@@ -60,7 +60,20 @@ _PRIMITIVES = {
 
 
 class PublishConflictError(RuntimeError):
-    """Another run published this partition while this one was publishing."""
+    """Commits to the table kept colliding with others' (transient: a retry may succeed)."""
+
+
+class PartitionChangedError(RuntimeError):
+    """The partition is no longer the version this publish meant to replace: another run
+    published it first. The first run to publish a partition wins (I5)."""
+
+    def __init__(self, message: str, live: PublishedVersion | None) -> None:
+        super().__init__(message)
+        self.live = live
+
+
+# `swap_partition(replaces=ANY_VERSION)`: replace whatever is live when the swap starts.
+ANY_VERSION = object()
 
 
 class ContractVersionError(ValueError):
@@ -326,19 +339,33 @@ def swap_partition(
     partition: dt.date,
     files: list[str],
     properties: dict[str, str],
+    *,
+    replaces: int | object | None = ANY_VERSION,
 ) -> int:
     """Atomically replace one partition's files with `files`; return the new snapshot id.
 
-    One catalog commit (delete by partition + add_files), so it is metadata-only. If
-    another commit lands first, the table is reloaded and the swap retried, unless that
-    commit changed this same partition: then the caller's view is stale and it fails.
+    One catalog commit (delete by partition + add_files), so it is metadata-only.
+    `replaces` is the snapshot id of the live version the caller means to replace (None:
+    the partition had none). If the live partition is another version, before the commit
+    or after a colliding one, `PartitionChangedError`: the caller's view is stale and it
+    must not overwrite what another run published. A collision with a commit to another
+    partition is retried here.
     """
-    from pyiceberg.exceptions import CommitFailedException
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
     from pyiceberg.expressions import EqualTo
 
     table = load_table(identifier)
-    base = live_version(table, partition)
+    if replaces is ANY_VERSION:
+        base = live_version(table, partition)
+        replaces = base and base.snapshot_id
     for attempt in range(COMMIT_RETRIES):
+        live = live_version(table, partition)
+        if (live and live.snapshot_id) != replaces:
+            raise PartitionChangedError(
+                f"{identifier} partition {partition} was published by run {live.run_id if live else '?'} "
+                f"(snapshot {live.snapshot_id if live else '-'}) after this run read it; this run did not publish.",
+                live,
+            )
         try:
             with table.transaction() as tx, warnings.catch_warnings():
                 # A first publish of a partition has nothing to delete; pyiceberg warns.
@@ -346,14 +373,10 @@ def swap_partition(
                 tx.delete(EqualTo(partition_column, partition.isoformat()), snapshot_properties=properties)
                 tx.add_files(files, snapshot_properties=properties, check_duplicate_files=False)
             break
-        except CommitFailedException:
+        # Another commit landed first. pyiceberg re-applies ours on top when it can, and says
+        # ValidationException when that commit added files to this partition.
+        except (CommitFailedException, ValidationException):
             table = load_table(identifier)
-            now = live_version(table, partition)
-            if (now and now.snapshot_id) != (base and base.snapshot_id):
-                raise PublishConflictError(
-                    f"{identifier} partition {partition} was published by run {now.run_id if now else '?'} "
-                    "while this run was publishing; this run did not publish."
-                ) from None
             time.sleep(0.05 * 2**attempt)
     else:
         raise PublishConflictError(f"{identifier}: commit kept conflicting after {COMMIT_RETRIES} tries")
