@@ -7,7 +7,8 @@ A DAG file composes them:
     publish(PIPELINE, audit(PIPELINE, staged))
 
 Errors that retrying cannot fix (a bad partition value, `steps.DataError`: a failed
-quality gate, unreadable landed files, a contract change without a version bump) raise
+quality gate, unreadable landed files, a contract change without a version bump, a
+publish lost to another run of the same partition) raise
 `AirflowFailException`, so Airflow fails the task at once instead of retrying it.
 """
 
@@ -44,6 +45,14 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
+# Airflow pools (include/pools.json; `airflow pools import include/pools.json`): one bounds
+# how many Spark jobs run at once, one serialises publishes. Publishes are metadata commits
+# of ~0.1 s, so one slot for every table costs nothing; the commit itself still refuses to
+# overwrite a partition another run published first (`steps.publish`), pools or not.
+SPARK_POOL = "wap_spark"
+PUBLISH_POOL = "wap_publish"
+
+
 class _LineageTask(_PythonDecoratedOperator):
     """A TaskFlow task whose body records its datasets and facets (`wap.lineage.record`);
     the OpenLineage provider asks for them when the task completes or fails."""
@@ -73,7 +82,7 @@ def resolve_partition(**context: Any) -> str:
         raise AirflowFailException(str(exc)) from exc
 
 
-@wap_task(task_id="stage")
+@wap_task(task_id="stage", pool=SPARK_POOL)
 def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]:
     from wap import steps
 
@@ -91,7 +100,7 @@ def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]
     return staged.to_dict()
 
 
-@wap_task(task_id="audit")
+@wap_task(task_id="audit", pool=SPARK_POOL)
 def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
     from wap import steps
 
@@ -107,12 +116,15 @@ def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
     return audited.to_dict()
 
 
-@wap_task(task_id="publish")
+@wap_task(task_id="publish", pool=PUBLISH_POOL)
 def _publish(pipeline: Pipeline, staged: dict[str, Any], **context: Any) -> dict[str, Any]:
     from wap import steps
 
     run = steps.staging.StagedRun.from_dict(staged)
-    result = steps.publish(pipeline, run)
+    try:
+        result = steps.publish(pipeline, run)
+    except steps.DataError as exc:  # another run published this partition first
+        raise AirflowFailException(str(exc)) from exc
     lineage.published(pipeline, run, result["snapshot_id"], result["status"])
     # The asset event carries the partition, so partition-aware consumers run for that day.
     context["outlet_events"][pipeline.asset].add_partitions(run.partition)
