@@ -328,51 +328,19 @@ def run_backfill(days: int, spent: dict[str, float]) -> list[dict]:
 def connect_session_start(cfg: dict) -> float:
     """Seconds for a fresh process to get a session from an already running Spark Connect
     server and run a trivial query: a task's start-up cost when workers share one server."""
-    import socket
+    from wap.spark import ConnectServer
 
-    import pyspark
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
-    server = subprocess.Popen(
-        [
-            str(spark_submit),
-            "--class",
-            "org.apache.spark.sql.connect.service.SparkConnectServer",
-            "--conf",
-            f"spark.connect.grpc.binding.port={port}",
-            "--conf",
-            "spark.ui.enabled=false",
-            "spark-internal",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("the Spark Connect server did not start")
-            time.sleep(0.5)
+    with ConnectServer() as server:
         probe = (
             "import time; t=time.perf_counter(); from wap.spark import get_spark; "
             "get_spark().range(1).count(); print(time.perf_counter()-t)"
         )
-        env = {**os.environ, "WAP_SPARK_REMOTE": f"sc://127.0.0.1:{port}"}
+        env = {**os.environ, "WAP_SPARK_REMOTE": server.remote}
         times = []
         for _ in range(max(1, cfg["repeats"])):
             out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
             times.append(float(out.stdout.strip().splitlines()[-1]))
         return statistics.median(times)
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
 
 
 def cold_spark_start(cfg: dict) -> float:

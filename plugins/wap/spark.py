@@ -75,3 +75,77 @@ def get_spark(app_name: str = "wap") -> SparkSession:
     if not remote:
         spark.sparkContext.setLogLevel(os.environ.get("WAP_SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+class ConnectServer:
+    """A Spark Connect server on this machine (the one PySpark ships), in its own process
+    group: one JVM that many short task processes share, each paying a client connection
+    instead of a cold JVM start. For a laptop, the tests and the benchmarks; a cluster runs
+    its own (`WAP_SPARK_REMOTE=sc://host:15002`).
+
+        with ConnectServer() as server:
+            os.environ["WAP_SPARK_REMOTE"] = server.remote
+    """
+
+    def __init__(self, port: int = 0, timeout: float = 180) -> None:
+        import socket
+
+        if not port:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        self.port, self.timeout = port, timeout
+        self.remote = f"sc://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ConnectServer:
+        import socket
+        import time
+        from pathlib import Path
+
+        import pyspark
+
+        check_java()
+        conf = {**LOCAL_CONF, **SESSION_CONF, "spark.connect.grpc.binding.port": str(self.port)}
+        self.process = subprocess.Popen(
+            [
+                str(Path(pyspark.__file__).parent / "bin" / "spark-submit"),
+                "--class",
+                "org.apache.spark.sql.connect.service.SparkConnectServer",
+                "--master",
+                os.environ.get("WAP_SPARK_MASTER", "local[*]"),
+                "--driver-memory",
+                conf.pop("spark.driver.memory"),
+                *[arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")],
+                "spark-internal",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self.timeout
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"the Spark Connect server did not start on port {self.port}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def __enter__(self) -> ConnectServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
