@@ -1,0 +1,180 @@
+"""A real Airflow on this machine for tests: api-server, scheduler, dag-processor and
+triggerer with the LocalExecutor, on a PostgreSQL server started by the test; the
+pipelines' run ledger and Iceberg catalog on the same server (their own databases).
+
+Every process is started in its own process group and stopped by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pg import PostgresServer
+
+from wap.embedded import embedded_env
+from wap.settings import REPO_ROOT
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AirflowDeployment:
+    def __init__(self, base: Path, postgres: PostgresServer, parallelism: int = 2) -> None:
+        self.base = base
+        self.postgres = postgres
+        self.port = _free_port()
+        self.processes: dict[str, subprocess.Popen] = {}
+        for database in ("airflow", "wap_ledger", "wap_catalog"):
+            with sa.create_engine(postgres.url(), isolation_level="AUTOCOMMIT").connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+        url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            **embedded_env(base / "data"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres.url("airflow"),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__API__PORT": str(self.port),
+            # The log servers of workers and triggerer: free ports, not the fixed defaults.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__API__BASE_URL": url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+            # Test-only secret, made per run: every component must share it.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "1800",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "WAP_LEDGER_URL": postgres.url("wap_ledger"),
+            "WAP_CATALOG_URI": postgres.url("wap_catalog"),
+            "WAP_SPARK_MASTER": "local[1]",
+        }
+        self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+        self.url = url
+
+    # ------------------------------------------------------------------ processes
+    def airflow(self, *args: str, timeout: float = 300) -> str:
+        """Run an `airflow` CLI command; its output, or an error with it."""
+        done = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
+        if done.returncode:
+            raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        return done.stdout
+
+    def start(self) -> AirflowDeployment:
+        (self.base / "logs").mkdir(parents=True, exist_ok=True)
+        (self.base / "data" / "lineage").mkdir(parents=True, exist_ok=True)  # the file transport's folder
+        self.airflow("db", "migrate", timeout=600)
+        for component in COMPONENTS:
+            log = open(self.base / "logs" / f"{component}.log", "w")  # noqa: SIM115 - closed with the process
+            self.processes[component] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", component],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stopped with everything it started
+            )
+        self.wait_for(lambda: self.api("GET", "/api/v2/monitor/health"), 180, "the api-server")
+        return self
+
+    def stop(self) -> None:
+        """Stop every process group started here: the components' own, and those their task
+        processes run in (the task supervisor starts each task in a new session)."""
+        groups = {process.pid for process in self.processes.values()}
+        for pid in _descendants(groups):
+            with contextlib.suppress(ProcessLookupError):
+                groups.add(os.getpgid(pid))
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for group in groups:  # whatever did not stop on SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 60) -> str:
+        out = []
+        for component in COMPONENTS:
+            path = self.base / "logs" / f"{component}.log"
+            if path.exists():
+                out.append(f"--- {component}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+        return "\n".join(out)
+
+    # ------------------------------------------------------------------ REST API
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            self.url + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"{method} {path}: {exc.code} {exc.read()[:2000]!r}") from None
+
+    def wait_for(self, probe, seconds: float, what: str) -> Any:
+        """Call `probe` until it returns something truthy without raising."""
+        deadline = time.monotonic() + seconds
+        last: Any = None
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"airflow {name} exited ({process.returncode})\n{self.log_tail()}")
+            try:
+                result = probe()
+                if result:
+                    return result
+            except (OSError, RuntimeError) as exc:
+                last = exc
+            time.sleep(2)
+        raise TimeoutError(f"waited {seconds} s for {what} (last: {last})\n{self.log_tail()}")
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """Every process below `roots`, from /proc (whatever session or group it moved to)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
