@@ -7,6 +7,7 @@ python -m wap.cli quarantine list|show|release|discard ...   (see wap.quarantine
 python -m wap.cli plan silver_orders --from 2024-01-01 --to 2024-01-31   (see wap.planner)
 python -m wap.cli versions silver_orders 2024-01-03
 python -m wap.cli rollback silver_orders [--partition 2024-01-03] --to-snapshot ID --reason ...
+python -m wap.cli maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
 """
 
 from __future__ import annotations
@@ -133,6 +134,36 @@ def rollback_command(args: argparse.Namespace) -> str:
     return render(changed, ("partition", "status", "snapshot_id"))
 
 
+UPKEEP_COLUMNS = (
+    "table",
+    "snapshots_expired",
+    "snapshots_left",
+    "files_removed",
+    "bytes_freed",
+    "runs_removed",
+    "quarantined_runs_held",
+    "unrecorded_partitions",
+)
+
+
+def maintain_command(args: argparse.Namespace) -> str:
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from wap import maintenance
+
+    retention = maintenance.Retention.from_env(args.window_days, args.margin_hours)
+    try:
+        results = maintenance.maintain([args.table] if args.table else None, retention, dry_run=args.dry_run)
+    except NoSuchTableError as exc:
+        raise LookupError(f"{exc} (python -m wap.cli tables lists them)") from None
+    text = render([r.counts() for r in results], UPKEEP_COLUMNS)
+    for r in results if args.dry_run else ():
+        loose = [f for f in r.removed if not f.startswith(tuple(f"{run}/" for run in r.runs_removed))]
+        text += "".join(f"\n{r.table}: would expire snapshot {s}" for s in r.expired)
+        text += "".join(f"\n{r.table}: would remove {path}" for path in [*r.runs_removed, *loose])
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m wap.cli", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -172,11 +203,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     back.add_argument("--partition", help="one partition (default: the whole table)")
     back.add_argument("--to-snapshot", type=int, required=True, help="a snapshot id from `versions`")
     back.add_argument("--reason", required=True, help="why; kept in the ledger with your user name")
+    upkeep = commands.add_parser("maintain", help="expire old snapshots, delete files no snapshot uses")
+    upkeep.add_argument("--table", help="one table, e.g. silver.orders (default: every table)")
+    upkeep.add_argument("--dry-run", action="store_true", help="list what would go; change nothing")
+    upkeep.add_argument("--window-days", type=float, help="rollback window (default: WAP_ROLLBACK_WINDOW_DAYS or 7)")
+    upkeep.add_argument("--margin-hours", type=float, help="orphan age margin (default: WAP_ORPHAN_MARGIN_HOURS or 24)")
     args = parser.parse_args(argv)
-    if args.command in ("plan", "versions", "rollback"):
+    if args.command in ("plan", "versions", "rollback", "maintain"):
         from wap.rollback import RollbackError
 
-        run = {"plan": plan_command, "versions": versions_command, "rollback": rollback_command}[args.command]
+        run = {
+            "plan": plan_command,
+            "versions": versions_command,
+            "rollback": rollback_command,
+            "maintain": maintain_command,
+        }[args.command]
         try:
             print(run(args))
         except (RollbackError, LookupError, ValueError) as exc:

@@ -56,6 +56,11 @@ def plan(pipeline: Pipeline, start: dt.date, end: dt.date) -> list[PartitionStat
             states.append(PartitionState(day, "running", f"run {last['run_id']}"))
         elif status in ("failed", "quarantined"):
             states.append(PartitionState(day, status, (last["error"] or "").splitlines()[0][:80]))
+        elif live is None and status in ("published", "skipped"):
+            # Published, but its commit left the history (snapshot expiry): the ledger says by what code.
+            code = last["code_version"] or "?"
+            state = "ok" if code == current else "stale"
+            states.append(PartitionState(day, state, f"snapshot {last['snapshot_id']} (expired; from the ledger)"))
         elif live is None:
             states.append(PartitionState(day, "missing"))
         elif live.code_version != current:

@@ -314,7 +314,9 @@ def versions(table: Table, partition: dt.date, as_of: int | None = None) -> Iter
     day = partition.isoformat()
     for snapshot in history(table, as_of):
         summary = snapshot.summary
-        if summary is not None and summary.get(PARTITION) == day:
+        # A swap commits two snapshots with the same summary: the delete, then the add.
+        # Only the add holds the version (the delete's partition is empty).
+        if summary is not None and summary.get(PARTITION) == day and summary.operation.value != "delete":
             yield (
                 PublishedVersion(
                     snapshot_id=snapshot.snapshot_id,
@@ -360,7 +362,10 @@ def swap_partition(
         replaces = base and base.snapshot_id
     for attempt in range(COMMIT_RETRIES):
         live = live_version(table, partition)
-        if (live and live.snapshot_id) != replaces:
+        # A base whose snapshot has expired (table upkeep) while nothing newer was published
+        # for the partition (none in the history) is still what is live.
+        expired = replaces is not None and live is None and table.snapshot_by_id(replaces) is None
+        if (live and live.snapshot_id) != replaces and not expired:
             raise PartitionChangedError(
                 f"{identifier} partition {partition} was published by run {live.run_id if live else '?'} "
                 f"(snapshot {live.snapshot_id if live else '-'}) after this run read it; this run did not publish.",
