@@ -1,7 +1,8 @@
 """silver.orders: each day's landed order events, cleaned and deduplicated, one row per order.
 
-Recipe: resolve the day -> transform landed events with include/sql/silver_orders.sql and
-stage -> gate with expectations/silver.orders.json -> publish the day atomically.
+Recipe: resolve the day -> wait for its landed files -> transform landed events with
+include/sql/silver_orders.sql and stage -> gate with expectations/silver.orders.json ->
+publish the day atomically.
 """
 
 import datetime as dt
@@ -10,7 +11,7 @@ from airflow.sdk import CronDataIntervalTimetable, dag
 
 from wap.pipeline import Pipeline
 from wap.sources import LandedFiles
-from wap.tasks import DEFAULT_ARGS, PARTITION_PARAM, audit, publish, resolve_partition, stage
+from wap.tasks import DEFAULT_ARGS, PARTITION_PARAM, audit, publish, resolve_partition, stage, wait_for_data
 
 ORDERS = Pipeline(
     name="silver_orders",
@@ -47,6 +48,7 @@ ORDERS = Pipeline(
 def silver_orders():
     partition = resolve_partition()
     staged = stage(ORDERS, partition)
+    wait_for_data(ORDERS, partition) >> staged  # the day's files have landed (deferred wait)
     publish(ORDERS, audit(ORDERS, staged))
 
 

@@ -68,6 +68,7 @@ class AirflowDeployment:
             "WAP_LEDGER_URL": postgres.url("wap_ledger"),
             "WAP_CATALOG_URI": postgres.url("wap_catalog"),
             "WAP_SPARK_MASTER": "local[1]",
+            "WAP_ARRIVAL_TIMEOUT_S": "45",  # a day whose data never lands fails in 45 s, not 6 h
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
         self.url = url
@@ -128,6 +129,12 @@ class AirflowDeployment:
             if path.exists():
                 out.append(f"--- {component}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
         return "\n".join(out)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        from urllib.parse import quote
+
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances"
+        return {ti["task_id"]: ti["state"] for ti in self.api("GET", path)["task_instances"]}
 
     # ------------------------------------------------------------------ REST API
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -3,7 +3,9 @@ the LocalExecutor on a PostgreSQL server started here, each task in its own proc
 
 A five-day backfill of silver_orders from the CLI publishes every day once, with the rows
 the landed files say; the same backfill again with `--reprocess-behavior completed` re-runs
-every day and changes nothing: same checksums, no duplicated row, no new commit.
+every day and changes nothing: same checksums, no duplicated row, no new commit. The
+scheduled run the unpause creates (yesterday, for which nothing landed) waits in the
+triggerer and fails at its sensor: nothing staged, nothing published.
 """
 
 from __future__ import annotations
@@ -112,3 +114,24 @@ def test_a_cli_backfill_on_a_real_scheduler_publishes_each_day_once_and_reproces
         rows = ledger.rows("silver_orders", day.isoformat())
         assert [r["status"] for r in rows] == ["published", "skipped"], rows
         assert rows[1]["checksum"] == rows[0]["checksum"] and rows[1]["try_number"] > rows[0]["try_number"]
+
+
+def test_a_scheduled_day_whose_data_never_lands_fails_at_its_sensor_and_publishes_nothing(airflow, monkeypatch):
+    from wap import tables
+    from wap.ledger import Ledger
+
+    for name in ("WAP_CATALOG_URI", "WAP_DATA_DIR", "WAP_LEDGER_URL"):
+        monkeypatch.setenv(name, airflow.env[name])
+
+    def scheduled():
+        runs = airflow.api("GET", "/api/v2/dags/silver_orders/dagRuns?run_type=scheduled")["dag_runs"]
+        return [r for r in runs if r["state"] in FINAL] or None
+
+    (run,) = airflow.wait_for(scheduled, 300, "the scheduled run to end")
+    day = run["logical_date"][:10]
+    assert not any(airflow.base.glob(f"data/landing/orders/dt={day}")), "nothing landed for that day"
+    assert run["state"] == "failed"
+    states = airflow.task_states("silver_orders", run["dag_run_id"])
+    assert states["wait_for_orders"] == "failed" and states["stage"] == "upstream_failed", states
+    assert Ledger().rows("silver_orders", day) == [], "no attempt was even started"
+    assert tables.live_version(tables.load_table("silver.orders"), dt.date.fromisoformat(day)) is None

@@ -63,6 +63,11 @@ class LandedFiles:
         days = (partition + dt.timedelta(days=n) for n in range(self.late_days + 1))
         return [str(root / f"dt={day.isoformat()}") for day in days]
 
+    def arrival_pattern(self, partition: dt.date) -> str:
+        """A glob that matches once the partition's own folder holds a data file (names
+        starting with `_` or `.`, such as markers and checksums, are not data; Spark skips them)."""
+        return str(load_settings().landing_dir / self.dataset / f"dt={partition.isoformat()}" / "[!_.]*")
+
     def read(self, spark: SparkSession, partition: dt.date) -> DataFrame:
         """Every record of the partition's folders: the declared columns, plus `_reject` (why
         the record cannot be used, or null), `_own` (it landed in the partition's own

@@ -15,10 +15,12 @@ publish lost to another run of the same partition) raise
 from __future__ import annotations
 
 import datetime as dt
+import glob
+import os
 from typing import Any
 
 from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
-from airflow.sdk import Param
+from airflow.sdk import BaseSensorOperator, Param
 from airflow.sdk.bases.decorator import task_decorator_factory
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -51,6 +53,63 @@ DEFAULT_ARGS: dict[str, Any] = {
 # overwrite a partition another run published first (`steps.publish`), pools or not.
 SPARK_POOL = "wap_spark"
 PUBLISH_POOL = "wap_publish"
+
+
+# How long a run waits for its day's landed files before it fails (no retry): the day's
+# data is late or lost, and a person should look. The environment may shorten it (tests).
+ARRIVAL_TIMEOUT = dt.timedelta(seconds=int(os.environ.get("WAP_ARRIVAL_TIMEOUT_S", 6 * 3600)))
+ARRIVAL_POKE = dt.timedelta(minutes=5)
+
+
+class LandedDataSensor(BaseSensorOperator):
+    """Waits until a landed source's folder for the run's day holds a data file.
+
+    It looks once; if nothing is there it defers to the triggerer (`FileTrigger`), so the
+    waiting holds no worker slot. After `ARRIVAL_TIMEOUT` it fails without retry
+    (`AirflowSensorTimeout`) and the run stops before staging: an empty partition is never
+    published for a day whose data never came.
+    """
+
+    template_fields = ("partition",)
+
+    def __init__(self, *, source: Any, partition: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("timeout", ARRIVAL_TIMEOUT.total_seconds())
+        kwargs.setdefault("poke_interval", ARRIVAL_POKE.total_seconds())
+        kwargs.setdefault("execution_timeout", ARRIVAL_TIMEOUT + dt.timedelta(minutes=10))
+        super().__init__(**kwargs)
+        self.source, self.partition = source, partition
+
+    def _pattern(self) -> str:
+        return self.source.arrival_pattern(partitions.parse_partition(self.partition))
+
+    def poke(self, context: Any) -> bool:
+        return bool(glob.glob(self._pattern()))
+
+    def execute(self, context: Any) -> None:
+        if self.poke(context):
+            return
+        from airflow.providers.standard.triggers.file import FileTrigger
+
+        self.log.info("waiting for %s (deferred, up to %s)", self._pattern(), ARRIVAL_TIMEOUT)
+        self.defer(
+            trigger=FileTrigger(filepath=self._pattern(), poke_interval=self.poke_interval),
+            method_name="arrived",
+            timeout=dt.timedelta(seconds=self.timeout),
+        )
+
+    def arrived(self, context: Any, event: Any = None) -> None:
+        self.log.info("landed: %s", self._pattern())
+
+
+def wait_for_data(pipeline: Pipeline, partition: Any) -> list[Any]:
+    """One deferrable sensor per landed source of the pipeline (`wait_for_<dataset>`)."""
+    from wap.sources import LandedFiles
+
+    return [
+        LandedDataSensor(task_id=f"wait_for_{source.dataset}", source=source, partition=partition)
+        for source in pipeline.sources
+        if isinstance(source, LandedFiles)
+    ]
 
 
 class _LineageTask(_PythonDecoratedOperator):
