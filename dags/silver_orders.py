@@ -2,7 +2,7 @@
 
 Recipe: resolve the day -> wait for its landed files -> transform landed events with
 include/sql/silver_orders.sql and stage -> gate with expectations/silver.orders.json ->
-publish the day atomically.
+publish the day atomically -> re-run earlier days that got late records in this day's folder.
 """
 
 import datetime as dt
@@ -11,7 +11,16 @@ from airflow.sdk import CronDataIntervalTimetable, dag
 
 from wap.pipeline import Pipeline
 from wap.sources import LandedFiles
-from wap.tasks import DEFAULT_ARGS, PARTITION_PARAM, audit, publish, resolve_partition, stage, wait_for_data
+from wap.tasks import (
+    DEFAULT_ARGS,
+    PARTITION_PARAM,
+    audit,
+    publish,
+    reprocess_late,
+    resolve_partition,
+    stage,
+    wait_for_data,
+)
 
 ORDERS = Pipeline(
     name="silver_orders",
@@ -49,7 +58,8 @@ def silver_orders():
     partition = resolve_partition()
     staged = stage(ORDERS, partition)
     wait_for_data(ORDERS, partition) >> staged  # the day's files have landed (deferred wait)
-    publish(ORDERS, audit(ORDERS, staged))
+    audited = audit(ORDERS, staged)
+    reprocess_late(audited, after=publish(ORDERS, audited))  # late records for earlier days: run those again
 
 
 silver_orders()

@@ -12,7 +12,7 @@ ledger, and fails when they exceed the source's `max_rejected_share`.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from wap.settings import load_settings
@@ -30,7 +30,7 @@ class BadSourceError(ValueError):
 
 
 # Columns `LandedFiles.read` adds to the declared ones.
-REJECT, OWN, FILE, RECORD = "_reject", "_own", "_file", "_record"
+REJECT, OWN, FILE, RECORD, LATE = "_reject", "_own", "_file", "_record", "_late_for"
 _CORRUPT = "_corrupt_record"
 SAMPLE_REJECTS = 5
 
@@ -81,7 +81,7 @@ class LandedFiles:
         present = [folder for folder in self.folders(partition) if Path(folder).is_dir()]
         if not present:
             return spark.createDataFrame(
-                [], f"{self.schema}, {REJECT} STRING, {OWN} BOOLEAN, {FILE} STRING, {RECORD} STRING"
+                [], f"{self.schema}, {REJECT} STRING, {OWN} BOOLEAN, {FILE} STRING, {RECORD} STRING, {LATE} STRING"
             )
         reader = (
             spark.read.schema(f"{self.schema}, {_CORRUPT} STRING")
@@ -112,18 +112,23 @@ class LandedFiles:
             )
             .when(F.col(_CORRUPT).isNotNull(), "malformed record: a field missing or not of its declared type")
         )
+        late_for = F.lit(None).cast("string")
         if self.event_time:
             day = F.to_date(F.col(self.event_time))
             reason = reason.when(day.isNull(), F.lit(f"no {self.event_time}")).when(
                 (day > landed_on) | (day < F.date_sub(landed_on, self.late_days)),
                 F.lit(f"{self.event_time} outside the folder's landing window"),
             )
+            # A usable record in this day's folder that happened on an earlier day: late data
+            # for that day's partition, which was published without it (see `Intake.late`).
+            late_for = F.when(reason.isNull() & (landed_on == F.lit(partition)) & (day < landed_on), day.cast("string"))
         return frame.select(
             *declared,
             reason.alias(REJECT),
             (landed_on == F.lit(partition)).alias(OWN),
             F.col("_metadata.file_path").alias(FILE),
             F.col(_CORRUPT).alias(RECORD),
+            late_for.alias(LATE),
         )
 
 
@@ -167,6 +172,7 @@ class Intake:
     rejected: dict[str, int]  # reason -> count, in the partition's own folder
     sample: list[dict[str, str]]  # a few rejects: file, reason, record
     max_rejected_share: float = 0.0
+    late: dict[str, int] = field(default_factory=dict)  # earlier day -> its records in this day's folder
 
     @property
     def rejected_total(self) -> int:
@@ -195,14 +201,17 @@ def take_in(spark: SparkSession, source: Source, partition: dt.date) -> tuple[Da
         records = frame.count()
         return frame, None, Intake(source.view, records, records, {}, [])
     try:
-        counts = frame.groupBy(REJECT, OWN).count().collect()
+        counts = frame.groupBy(REJECT, OWN, LATE).count().collect()
     except Exception as exc:
         raise _unreadable(exc, source) from exc
     rejects = frame.where(F.col(OWN) & F.col(REJECT).isNotNull())
     rejected = {}
-    for reason, own, count in counts:
+    late: dict[str, int] = {}
+    for reason, own, late_for, count in counts:
         if own and reason is not None:
-            rejected[reason] = count
+            rejected[reason] = rejected.get(reason, 0) + count
+        if late_for is not None:
+            late[late_for] = count
     sample = []
     if rejected:
         shown = F.coalesce(F.col(RECORD), F.to_json(F.struct(*[c for c in frame.columns if not c.startswith("_")])))
@@ -212,13 +221,14 @@ def take_in(spark: SparkSession, source: Source, partition: dt.date) -> tuple[Da
         ]
     intake = Intake(
         source=source.view,
-        records=sum(n for _, _, n in counts),
-        own_records=sum(n for _, own, n in counts if own),
+        records=sum(n for *_, n in counts),
+        own_records=sum(n for _, own, _, n in counts if own),
         rejected=rejected,
         sample=sample,
         max_rejected_share=source.max_rejected_share,
+        late=late,
     )
-    usable = frame.where(F.col(REJECT).isNull()).drop(REJECT, OWN, FILE, RECORD)
+    usable = frame.where(F.col(REJECT).isNull()).drop(REJECT, OWN, FILE, RECORD, LATE)
     return usable, (rejects if rejected else None), intake
 
 

@@ -39,6 +39,9 @@ class StagedRun:
     # The live version the run builds on (snapshot id; None: no live version yet). Its
     # publish replaces that version or nothing: the first run to publish wins (I5).
     base_snapshot: int | None = None
+    # Earlier partitions with late records in this partition's own landed folder: published
+    # without them, they need a run again (`tasks.reprocess_late`).
+    late_for: list[str] = field(default_factory=list)
     # What the stage step found before the gate (rejected records, dropped added columns):
     # findings in `audit.Finding` form, reported with the gate's own.
     findings: list[dict[str, Any]] = field(default_factory=list)

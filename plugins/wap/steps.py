@@ -88,7 +88,12 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
         for source in pipeline.sources:
             usable, rejects, intake = sources.take_in(spark, source, partition)
             usable.createOrReplaceTempView(source.view)
-            intakes[source.view] = {"records": intake.records, "own": intake.own_records, "rejected": intake.rejected}
+            intakes[source.view] = {
+                "records": intake.records,
+                "own": intake.own_records,
+                "rejected": intake.rejected,
+                "late": intake.late,
+            }
             if rejects is not None:
                 kept_in = f"{quarantine}/rejects/{source.view}"
                 rejects.write.mode("overwrite").json(kept_in)
@@ -114,6 +119,7 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
             files=files,
             rows_in=rows_in,
             base_snapshot=base and base.snapshot_id,
+            late_for=sorted({day for i in intakes.values() for day in i["late"]}),
             findings=[dataclasses.asdict(f) for f in findings],
         )
     except sources.BadSourceError as exc:

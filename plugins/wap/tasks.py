@@ -20,7 +20,8 @@ import os
 from typing import Any
 
 from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
-from airflow.sdk import BaseSensorOperator, Param
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import BaseSensorOperator, Param, task
 from airflow.sdk.bases.decorator import task_decorator_factory
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -204,3 +205,32 @@ def audit(pipeline: Pipeline, staged: Any) -> Any:
 def publish(pipeline: Pipeline, audited: Any) -> Any:
     """Atomically swap the audited partition in; emits the table's asset event."""
     return _publish.override(outlets=[pipeline.asset])(pipeline, audited)
+
+
+@task(task_id="late_partitions")
+def _late_partitions(audited: dict[str, Any], **context: Any) -> list[dict[str, Any]]:
+    """The runs to start for earlier partitions that got late records in this day's folder."""
+    dag_run = context["dag_run"]
+    conf = dag_run.conf or {}
+    # A run the lookback started does not look back again (no cascade); a backfill re-runs
+    # its whole range itself.
+    if conf.get("lookback") is False or dag_run.run_type == "backfill":
+        return []
+    return [
+        {"trigger_run_id": f"late__{day}__{context['run_id']}"[:250], "conf": {"partition": day, "lookback": False}}
+        for day in audited.get("late_for", [])
+    ]
+
+
+def reprocess_late(audited: Any, after: Any) -> Any:
+    """Lookback: once this day is published, start a run of each earlier partition (at most
+    the source's `late_days` back) whose records arrived late in this day's folder. One run
+    per partition and source run (a retry finds it exists), each idempotent like any run."""
+    runs = _late_partitions(audited)
+    after >> runs
+    return TriggerDagRunOperator.partial(
+        task_id="reprocess_late",
+        trigger_dag_id="{{ dag.dag_id }}",
+        logical_date=None,
+        skip_when_already_exists=True,
+    ).expand_kwargs(runs)
