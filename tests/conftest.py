@@ -30,6 +30,8 @@ for dag_file in [*(REPO_ROOT / "dags").glob("*.py"), *(Path(__file__).parent / "
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_DIR)
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("WAP_SPARK_MASTER", "local[2]")
+# A run of a day with no landed files fails at its sensor in 2 minutes, not 6 hours.
+os.environ.setdefault("WAP_ARRIVAL_TIMEOUT_S", "120")
 
 START = dt.date(2024, 1, 1)
 ORDERS_PER_DAY = 80

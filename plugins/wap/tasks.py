@@ -17,13 +17,16 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import os
+import time
 from typing import Any
 
 from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.providers.standard.triggers.file import FileTrigger
 from airflow.sdk import BaseSensorOperator, Param, task
 from airflow.sdk.bases.decorator import task_decorator_factory
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+from airflow.triggers.base import TriggerEvent
 
 from wap import lineage
 from wap import partition as partitions
@@ -62,11 +65,38 @@ ARRIVAL_TIMEOUT = dt.timedelta(seconds=int(os.environ.get("WAP_ARRIVAL_TIMEOUT_S
 ARRIVAL_POKE = dt.timedelta(minutes=5)
 
 
+class ArrivalTrigger(FileTrigger):
+    """`FileTrigger` with a deadline of its own: the wait ends with a clear failure even where
+    no scheduler enforces the task's timeout (`airflow dags test` runs triggers inline)."""
+
+    def __init__(self, filepath: str, poke_interval: float = 5.0, deadline: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(filepath=filepath, poke_interval=poke_interval, **kwargs)
+        self.deadline = deadline
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"filepath": self.filepath, "poke_interval": self.poke_interval, "deadline": self.deadline},
+        )
+
+    async def run(self) -> Any:
+        import asyncio
+
+        while True:
+            if glob.glob(self.filepath):
+                yield TriggerEvent({"arrived": True})
+                return
+            if time.time() >= self.deadline:
+                yield TriggerEvent({"arrived": False})
+                return
+            await asyncio.sleep(max(0.0, min(self.poke_interval, self.deadline - time.time())))
+
+
 class LandedDataSensor(BaseSensorOperator):
     """Waits until a landed source's folder for the run's day holds a data file.
 
-    It looks once; if nothing is there it defers to the triggerer (`FileTrigger`), so the
-    waiting holds no worker slot. After `ARRIVAL_TIMEOUT` it fails without retry
+    It looks once; if nothing is there it defers to the triggerer (`ArrivalTrigger`), so
+    the waiting holds no worker slot. After `ARRIVAL_TIMEOUT` it fails without retry
     (`AirflowSensorTimeout`) and the run stops before staging: an empty partition is never
     published for a day whose data never came.
     """
@@ -89,16 +119,19 @@ class LandedDataSensor(BaseSensorOperator):
     def execute(self, context: Any) -> None:
         if self.poke(context):
             return
-        from airflow.providers.standard.triggers.file import FileTrigger
-
-        self.log.info("waiting for %s (deferred, up to %s)", self._pattern(), ARRIVAL_TIMEOUT)
+        self.log.info("waiting for %s (deferred, up to %s s)", self._pattern(), self.timeout)
         self.defer(
-            trigger=FileTrigger(filepath=self._pattern(), poke_interval=self.poke_interval),
+            trigger=ArrivalTrigger(self._pattern(), self.poke_interval, deadline=time.time() + self.timeout),
             method_name="arrived",
-            timeout=dt.timedelta(seconds=self.timeout),
+            timeout=dt.timedelta(seconds=self.timeout + 60),  # the trigger's own deadline comes first
         )
 
     def arrived(self, context: Any, event: Any = None) -> None:
+        if not (event or {}).get("arrived"):
+            raise AirflowSensorTimeout(
+                f"no landed files matching {self._pattern()} after {self.timeout:.0f} s: the day's data is late "
+                "or lost; nothing was staged or published. Re-run the day once its files have landed."
+            )
         self.log.info("landed: %s", self._pattern())
 
 
