@@ -246,6 +246,22 @@ def _where(marks: list[dict]) -> str:
     return f"after {last['phase']}"
 
 
+def _report(harness: Harness, durations: dict, started: float, seed: int, results: list, out: Path | None = None):
+    """The figures so far; written to `out` (also every 10 trials, so a long soak stopped early keeps them)."""
+    report = {
+        "trials": harness.trials,
+        "kills_by_phase": dict(harness.kills),
+        "phase_seconds": {k: round(v, 4) for k, v in durations.items()},
+        "seconds": round(time.monotonic() - started, 1),
+        "seed": seed,
+        "results": results,
+    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=300)
@@ -272,18 +288,10 @@ def main() -> None:
                 results.append(harness.trial(n))
                 if (n + 1) % 10 == 0:
                     print(f"{n + 1} trials, every check held; kills by phase: {dict(harness.kills)}", flush=True)
+                    _report(harness, durations, started, options.seed, results, options.out)
         finally:
             harness.close()
-    report = {
-        "trials": harness.trials,
-        "kills_by_phase": dict(harness.kills),
-        "phase_seconds": {k: round(v, 4) for k, v in durations.items()},
-        "seconds": round(time.monotonic() - started, 1),
-        "seed": options.seed,
-        "results": results,
-    }
-    options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_text(json.dumps(report, indent=2))
+    report = _report(harness, durations, started, options.seed, results, options.out)
     print(
         f"{harness.trials} trials, each killed once and retried: I1, I2, I4 held every time "
         f"({report['seconds']} s); kills by phase: {dict(harness.kills)}; written to {options.out}"
