@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pg import PostgresServer
+from pg import PostgresServer, free_port
 
 from wap.embedded import embedded_env
 from wap.settings import REPO_ROOT
@@ -30,17 +29,11 @@ from wap.settings import REPO_ROOT
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class AirflowDeployment:
     def __init__(self, base: Path, postgres: PostgresServer, parallelism: int = 2) -> None:
         self.base = base
         self.postgres = postgres
-        self.port = _free_port()
+        self.port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
         for database in ("airflow", "wap_ledger", "wap_catalog"):
             with sa.create_engine(postgres.url(), isolation_level="AUTOCOMMIT").connect() as conn:
@@ -55,8 +48,8 @@ class AirflowDeployment:
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
             "AIRFLOW__API__PORT": str(self.port),
             # The log servers of workers and triggerer: free ports, not the fixed defaults.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__API__BASE_URL": url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
             # Test-only secret, made per run: every component must share it.

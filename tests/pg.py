@@ -12,7 +12,8 @@ from pathlib import Path
 BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -28,7 +29,7 @@ class PostgresServer:
         # Its own folder under /tmp: pytest's tmp folders are private to root, and the
         # server may run as another user.
         self.base = base or Path(tempfile.mkdtemp(prefix="wap-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.data = self.base / "pgdata"
         # initdb refuses to run as root: run the server as the `postgres` system user then.
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []

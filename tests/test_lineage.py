@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import START, run_dag
 from ol_spec import spec_registry, validate
+from pg import free_port
 
 from wap.settings import REPO_ROOT
 
@@ -251,14 +252,6 @@ class Receiver:
         self.server.server_close()
 
 
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def deployed_lineage(url: str) -> dict[str, str]:
     """The README's deployed lineage variables (namespace aside), pointed at `url`."""
     lines = (REPO_ROOT / "README.md").read_text().split("## Lineage", 1)[1].splitlines()
@@ -311,7 +304,7 @@ def test_events_reach_an_http_receiver_and_a_down_or_slow_one_never_fails_the_ru
         kinds = [e["eventType"] for e in events if e["job"]["name"] == f"silver_orders.{task}"]
         assert sorted(kinds) == ["COMPLETE", "START"], (task, kinds)
 
-    down = run_with_http_lineage(START + dt.timedelta(days=3), closed_port())
+    down = run_with_http_lineage(START + dt.timedelta(days=3), free_port())
     assert down["state"] == "success", down["log"]
 
     slow = Receiver(delay=30)
