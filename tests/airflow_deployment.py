@@ -30,7 +30,9 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
 class AirflowDeployment:
-    def __init__(self, base: Path, postgres: PostgresServer, parallelism: int = 2) -> None:
+    def __init__(
+        self, base: Path, postgres: PostgresServer, parallelism: int = 2, spark_remote: str | None = None
+    ) -> None:
         self.base = base
         self.postgres = postgres
         self.port = free_port()
@@ -60,7 +62,9 @@ class AirflowDeployment:
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "WAP_LEDGER_URL": postgres.url("wap_ledger"),
             "WAP_CATALOG_URI": postgres.url("wap_catalog"),
-            "WAP_SPARK_MASTER": "local[1]",
+            # As deployed: every task process is a client of one Spark Connect server (a task
+            # then costs a connection, not a cold JVM). Without one, local Spark per task.
+            **({"WAP_SPARK_REMOTE": spark_remote} if spark_remote else {"WAP_SPARK_MASTER": "local[1]"}),
             "WAP_ARRIVAL_TIMEOUT_S": "45",  # a day whose data never lands fails in 45 s, not 6 h
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)

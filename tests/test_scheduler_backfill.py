@@ -6,10 +6,13 @@ the landed files say; the same backfill again with `--reprocess-behavior complet
 every day and changes nothing: same checksums, no duplicated row, no new commit. The
 scheduled run the unpause creates (yesterday, for which nothing landed) waits in the
 triggerer and fails at its sensor: nothing staged, nothing published.
+
+As deployed, the tasks' Spark work goes to one Spark Connect server (started here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import pytest
@@ -19,6 +22,7 @@ from expected import orders_for_day
 from pg import PostgresServer
 
 from wap.settings import REPO_ROOT
+from wap.spark import ConnectServer
 
 DAYS = [START + dt.timedelta(days=n) for n in range(5)]
 FINAL = ("success", "failed")
@@ -28,17 +32,15 @@ FINAL = ("success", "failed")
 def airflow(tmp_path_factory):
     from sample_data.orders import write_landing
 
-    postgres = PostgresServer().start()
-    deployment = None
-    try:
-        deployment = AirflowDeployment(tmp_path_factory.mktemp("airflow"), postgres)
+    with contextlib.ExitStack() as stack:  # stops what started, in reverse, whatever fails
+        spark = stack.enter_context(ConnectServer())
+        postgres = PostgresServer().start()
+        stack.callback(postgres.stop)
+        deployment = AirflowDeployment(tmp_path_factory.mktemp("airflow"), postgres, spark_remote=spark.remote)
+        stack.callback(deployment.stop)
         # One day more than the backfill: each day's run also reads the next day's late records.
         write_landing(deployment.base / "data" / "landing", START, days=len(DAYS) + 1, orders_per_day=60)
         yield deployment.start()
-    finally:
-        if deployment is not None:
-            deployment.stop()
-        postgres.stop()
 
 
 def backfill_runs(airflow: AirflowDeployment) -> list[dict]:
