@@ -133,11 +133,12 @@ def schema_facet(columns: dict[str, str]) -> Any:
 
 def output_statistics(rows: int | None, files: list[str]) -> Any:
     from openlineage.client.facet_v2 import output_statistics_output_dataset as stats
-    from pyarrow import fs
+
+    from wap import staging
 
     size = 0
     for path in files:
-        filesystem, local = fs.FileSystem.from_uri(path)
+        filesystem, local = staging.file_system(path)  # an object store's, configured like the catalog's
         size += filesystem.get_file_info(local).size or 0
     return stats.OutputStatisticsOutputDatasetFacet(rowCount=rows, size=size, fileCount=len(files))
 

@@ -58,7 +58,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from wap import tables
+from wap import staging, tables
 from wap.ledger import Ledger
 from wap.quarantine import QUARANTINED
 
@@ -223,7 +223,7 @@ def remove_orphans(
     now = now or dt.datetime.now(dt.UTC)
     table = tables.load_table(identifier)
     location = table.location().rstrip("/")
-    filesystem, root = fs.FileSystem.from_uri(location)
+    filesystem, root = staging.file_system(location)  # configured like the catalog's (an object store's keys)
     scheme = location.split("://", 1)[0] + "://" if "://" in location else ""
     held_tokens = awaiting_decision(identifier)
     # Listed before the references are read: a file published meanwhile is then young, or referenced.

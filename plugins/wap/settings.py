@@ -3,15 +3,53 @@
 The defaults put everything under one data folder (`WAP_DATA_DIR`, default `<repo>/data`):
 an Iceberg SQL catalog on SQLite, a warehouse on local disk, a SQLite run ledger and the
 landed source files. Deployed, the same code reads Postgres/S3 URLs from the same variables.
+
+Object store (a warehouse such as `s3://bucket/warehouse`): `WAP_S3_ENDPOINT` (the URL of an
+S3-compatible store such as MinIO; unset: AWS), `WAP_S3_PATH_STYLE` (`true` for MinIO/moto,
+which serve `host/bucket/key` rather than `bucket.host/key`) and the standard `AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`. Each reaches the catalog's FileIO
+only when set (unset credentials: the AWS SDK's own chain). Set `AWS_REGION` with a custom
+endpoint: without it pyiceberg asks AWS which region the bucket is in.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """How to reach an S3-compatible object store; every field unset means the SDK defaults."""
+
+    endpoint: str | None = None
+    path_style: bool | None = None
+    region: str | None = None
+    # Kept out of repr: settings get logged.
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+    @property
+    def io_properties(self) -> dict[str, str]:
+        """The pyiceberg FileIO properties (`s3.*`) for what is set: the one mapping of these options.
+
+        The catalog's tables and `staging.file_system` (staging, quarantine, upkeep) both
+        build their S3 filesystem from these, so they reach the same store the same way.
+        """
+        values = {
+            "s3.endpoint": self.endpoint,
+            "s3.region": self.region,
+            "s3.access-key-id": self.access_key_id,
+            "s3.secret-access-key": self.secret_access_key,
+            "s3.session-token": self.session_token,
+        }
+        if self.path_style is not None:
+            values["s3.force-virtual-addressing"] = "false" if self.path_style else "true"
+        return {key: value for key, value in values.items() if value}
 
 
 @dataclass(frozen=True)
@@ -26,10 +64,28 @@ class Settings:
     sql_dir: Path
     expectations_dir: Path
     dags_dir: Path
+    object_store: ObjectStore = ObjectStore()
 
     @property
     def catalog_properties(self) -> dict[str, str]:
-        return {"type": "sql", "uri": self.catalog_uri, "warehouse": self.warehouse}
+        # A catalog passes its properties on to the FileIO of every table it loads.
+        return {
+            "type": "sql",
+            "uri": self.catalog_uri,
+            "warehouse": self.warehouse,
+            **self.object_store.io_properties,
+        }
+
+
+def _flag(name: str, value: str | None) -> bool | None:
+    if value is None or not value.strip():
+        return None
+    word = value.strip().lower()
+    if word in ("true", "1", "yes", "on"):
+        return True
+    if word in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{name}={value!r}: use true or false")
 
 
 def load_settings() -> Settings:
@@ -47,4 +103,12 @@ def load_settings() -> Settings:
         sql_dir=Path(env.get("WAP_SQL_DIR", REPO_ROOT / "include" / "sql")),
         expectations_dir=Path(env.get("WAP_EXPECTATIONS_DIR", REPO_ROOT / "expectations")),
         dags_dir=Path(env.get("AIRFLOW__CORE__DAGS_FOLDER", REPO_ROOT / "dags")),
+        object_store=ObjectStore(
+            endpoint=env.get("WAP_S3_ENDPOINT") or None,
+            path_style=_flag("WAP_S3_PATH_STYLE", env.get("WAP_S3_PATH_STYLE")),
+            region=env.get("AWS_REGION") or None,
+            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+        ),
     )

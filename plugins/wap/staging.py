@@ -4,6 +4,12 @@ A run writes Parquet under a prefix unique to its run and attempt, inside the ta
 location but outside any snapshot: `<table>/data/<col>=<day>/<run token>/`. Publishing
 adds those files to the table by reference (no copy). A failed audit moves them to
 `<table>/quarantine/<col>=<day>/<run token>/`.
+
+On an object store the table's location is `s3://bucket/...`, the scheme Iceberg metadata
+and pyarrow use. Spark on a cluster writes through Hadoop's S3A connector, which answers to
+`s3a://`: `spark_uri` gives Spark its name for a location, `table_uri` the other way, and
+`list_files` always returns the `s3://` form that `add_files` records. Both name the same
+objects. Every filesystem here comes from `file_system`, configured like the catalog's.
 """
 
 from __future__ import annotations
@@ -12,13 +18,23 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from wap.settings import load_settings
+
 if TYPE_CHECKING:
+    from pyarrow.fs import FileSystem
     from pyspark.sql import DataFrame
 
 # Rows per staged file: bounds file size without a count pass before the write.
 MAX_RECORDS_PER_FILE = 2_000_000
+
+# Hadoop's S3A connector serves s3a://; Iceberg (pyiceberg, Trino, Spark-with-Iceberg) records s3://.
+_SPARK_SCHEMES = {"s3": "s3a"}
+_TABLE_SCHEMES = {"s3a": "s3", "s3n": "s3"}
+# pyarrow filesystems with no real folders: a folder is a key prefix, moving one copies each object.
+_OBJECT_STORES = {"s3", "gcs"}
 
 
 @dataclass(frozen=True)
@@ -87,7 +103,7 @@ def write_staged(df: DataFrame, staged_dir: str) -> list[str]:
     more than MAX_RECORDS_PER_FILE rows. (`coalesce(1)` wrote one file but in one task:
     twice as slow at 5M rows on 2 cores.)
     """
-    df.write.mode("overwrite").option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(staged_dir)
+    df.write.mode("overwrite").option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(spark_uri(staged_dir))
     return list_files(staged_dir)
 
 
@@ -115,11 +131,56 @@ def format_checksum(values: dict[str, Any]) -> tuple[int, str]:
     return rows, digest.hexdigest()[:16]
 
 
-def list_files(directory: str, suffix: str = ".parquet") -> list[str]:
-    """The files under `directory` (at any depth) whose names end with `suffix`, as URIs, sorted."""
+def _with_scheme(uri: str, schemes: dict[str, str]) -> str:
+    scheme, sep, rest = uri.partition("://")
+    return f"{schemes[scheme]}://{rest}" if sep and scheme in schemes else uri
+
+
+def spark_uri(uri: str) -> str:
+    """The name Spark (Hadoop's filesystems) has for a location: `s3://b/k` -> `s3a://b/k`; others as they are."""
+    return _with_scheme(uri, _SPARK_SCHEMES)
+
+
+def table_uri(uri: str) -> str:
+    """The name Iceberg records for a location: `s3a://b/k` -> `s3://b/k`; others as they are."""
+    return _with_scheme(uri, _TABLE_SCHEMES)
+
+
+def file_system(uri: str) -> tuple[FileSystem, str]:
+    """The pyarrow filesystem holding `uri`, and the path of `uri` in it.
+
+    Local paths and `file://` URIs: pyarrow's own. Any other scheme: the filesystem that
+    pyiceberg's PyArrowFileIO builds from the settings' FileIO properties, the same the
+    tables use, so staging, quarantine and upkeep reach the store with the same endpoint
+    and credentials as the catalog (`settings.ObjectStore.io_properties`).
+    """
     from pyarrow import fs
 
-    filesystem, path = fs.FileSystem.from_uri(directory)
+    uri = table_uri(uri)
+    if "://" not in uri or uri.startswith("file:"):
+        return fs.FileSystem.from_uri(uri)
+    io = _file_io(tuple(sorted(load_settings().object_store.io_properties.items())))
+    scheme, netloc, path = io.parse_location(uri)
+    return io.fs_by_scheme(scheme, netloc), path
+
+
+@cache
+def _file_io(properties: tuple[tuple[str, str], ...]) -> Any:
+    # One per configuration: it caches its filesystems (building an S3 client is not free).
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    return PyArrowFileIO(dict(properties))
+
+
+def list_files(directory: str, suffix: str = ".parquet") -> list[str]:
+    """The files under `directory` (at any depth) whose names end with `suffix`, as URIs, sorted.
+
+    URIs in the table's form (`s3://`, even for an `s3a://` directory): what `add_files` records.
+    """
+    from pyarrow import fs
+
+    directory = table_uri(directory)
+    filesystem, path = file_system(directory)
     infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True, recursive=True))
     scheme = directory.split("://", 1)[0] + "://" if "://" in directory else ""
     return sorted(
@@ -128,13 +189,26 @@ def list_files(directory: str, suffix: str = ".parquet") -> list[str]:
 
 
 def move_dir(source: str, target: str) -> None:
-    """Move a staged folder (to quarantine). Same filesystem; a rename where it can be."""
+    """Move a staged folder (to quarantine and back). Same filesystem; a rename where it can be.
+
+    On an object store there is no rename: each object is copied, then the source deleted.
+    The target is merged into, not replaced: after a crash between the copies and the
+    deletes, the target is complete and the source partly deleted, and a second call
+    finishes the move without losing what the first had already moved.
+    """
     from pyarrow import fs
 
-    filesystem, src = fs.FileSystem.from_uri(source)
-    _, dst = fs.FileSystem.from_uri(target)
+    filesystem, src = file_system(source)
+    _, dst = file_system(target)
     if filesystem.get_file_info(src).type == fs.FileType.NotFound:
         return  # nothing was written
+    if filesystem.type_name in _OBJECT_STORES:
+        infos = filesystem.get_file_info(fs.FileSelector(src, recursive=True))
+        for info in infos:
+            if info.type == fs.FileType.File:
+                filesystem.copy_file(info.path, dst + info.path[len(src) :])
+        filesystem.delete_dir(src)  # only once every object has its copy
+        return
     filesystem.create_dir(dst.rsplit("/", 1)[0], recursive=True)
     if filesystem.get_file_info(dst).type != fs.FileType.NotFound:
         filesystem.delete_dir(dst)
@@ -145,6 +219,6 @@ def remove_dir(directory: str) -> None:
     """Delete a staged folder that no snapshot references (e.g. an unchanged re-run's)."""
     from pyarrow import fs
 
-    filesystem, path = fs.FileSystem.from_uri(directory)
+    filesystem, path = file_system(directory)
     if filesystem.get_file_info(path).type != fs.FileType.NotFound:
         filesystem.delete_dir(path)

@@ -96,7 +96,7 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
             }
             if rejects is not None:
                 kept_in = f"{quarantine}/rejects/{source.view}"
-                rejects.write.mode("overwrite").json(kept_in)
+                rejects.write.mode("overwrite").json(staging.spark_uri(kept_in))
                 findings.append(gate.rejects_finding(intake, kept_in))
         clock.lap("read")
         rows_in = sum(i["records"] for i in intakes.values())
@@ -157,7 +157,7 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
     partition = dt.date.fromisoformat(staged.partition)
     spark = get_spark()
     if staged.files:
-        frame = spark.read.parquet(*staged.files)
+        frame = spark.read.parquet(*map(staging.spark_uri, staged.files))
     else:  # nothing written at all: gate an empty partition of the contract's shape
         frame = spark.createDataFrame([], ", ".join(f"`{c}` {t}" for c, t in pipeline.contract.columns.items()))
     table = tables.load_table(pipeline.table)
