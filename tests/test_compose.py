@@ -64,6 +64,7 @@ NOT_FOR_DEPLOYMENT = {
     "WAP_SPARK_MASTER": "master of the in-process local Spark; unused once WAP_SPARK_REMOTE is set",
     "WAP_SPARK_DRIVER_MEMORY": "driver memory of the in-process local Spark; the Connect server sets its own",
     "WAP_SPARK_LOG_LEVEL": "log level of the in-process local Spark",
+    "PYSPARK_PYTHON": "the Python of a local Spark's (or local Connect server's) UDF workers; the Spark images have their own",
     "AWS_SESSION_TOKEN": "temporary (STS) credentials only; the object store's key here is a static one",
     "AIRFLOW_HOME": "the official Airflow image sets it",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "the embedded setup's switch for tests",

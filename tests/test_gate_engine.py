@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from wap.audit import _compile, run_suite
+from wap.audit import _compile, evaluate, run_suite
 
 ROWS = [
     # id, amount, status, n
@@ -96,3 +96,12 @@ def test_single_pass_verdict_equals_great_expectations(frame, expectation):
 def test_other_forms_are_left_to_great_expectations(frame, expectation):
     types = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
     assert _compile(expectation, "e0", types) is None
+
+
+def test_a_suite_of_only_great_expectations_forms_is_evaluated(frame):
+    """Nothing compiled and nothing else asked for: no aggregation at all, GX judges alone."""
+    passing = e("expect_column_pair_values_a_to_be_greater_than_b", column_A="n", column_B="n", or_equal=True)
+    failing = e("expect_column_pair_values_a_to_be_greater_than_b", column_A="n", column_B="n")
+    assert evaluate(frame, [passing]) == ([], {})
+    findings, _ = evaluate(frame, [failing])
+    assert [f.check for f in findings] == ["expect_column_pair_values_a_to_be_greater_than_b"]

@@ -16,6 +16,16 @@ Speed: the common expectation types (below, `_compile`) are evaluated by the gat
 in one Spark aggregation over the staged data (plus one per uniqueness check), with GX's
 semantics (held to GX case by case by the tests). GX evaluates every other type, and
 re-runs the failed ones to report their counts and sample values; its verdict is final.
+
+Spark Connect: GX 1.24 validates a Spark Connect DataFrame as it does a classic one (its
+Spark datasource accepts both and its metrics use the DataFrame API only; compiled and
+GX-only types give the same verdicts, counts and samples: tests/test_spark_connect.py).
+Two things outside GX's checks of the frame: the types GX evaluates with Python UDFs
+(`..._match_strftime_format`, `..._json_parseable`, `..._match_json_schema`) need Spark's
+Python workers to have pyarrow, else the expectation raises (`ModuleNotFoundError: No module
+named 'pyarrow'` from the worker) and fails the gate (`wap.spark` gives the workers this
+Python); and GX leaves the frame cached, which on a shared server outlives the task, so
+`run_suite` uncaches it.
 """
 
 from __future__ import annotations
@@ -254,14 +264,23 @@ def run_suite(df: DataFrame, expectations: list[dict[str, Any]], *, known_failed
             gx.ExpectationSuite(name="gate", expectations=checks), result_format=result_format
         ).results
 
-    if not known_failed:
-        first = validate(expectations, {"result_format": "BOOLEAN_ONLY"})
-        failed = [o for o in first if not o.success or _raised(o.exception_info)]
-        if not failed:
-            return []
-        # GX may order results differently from the suite: take the configurations back.
-        expectations = [o.expectation_config.to_json_dict() for o in failed]
-    details = validate(expectations, {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_VALUES})
+    from pyspark.storagelevel import StorageLevel
+
+    cached = df.storageLevel != StorageLevel.NONE
+    try:
+        if not known_failed:
+            first = validate(expectations, {"result_format": "BOOLEAN_ONLY"})
+            failed = [o for o in first if not o.success or _raised(o.exception_info)]
+            if not failed:
+                return []
+            # GX may order results differently from the suite: take the configurations back.
+            expectations = [o.expectation_config.to_json_dict() for o in failed]
+        details = validate(expectations, {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_VALUES})
+    finally:
+        # GX caches the frame it validates and leaves it cached: on a shared Spark Connect
+        # server that would outlive the task (a task process's own session dies with it).
+        if not cached:
+            df.unpersist()
 
     findings = []
     for outcome in details:
@@ -390,7 +409,7 @@ def evaluate(
     shared = dict(also or {})
     for parts, _, _ in compiled.values():
         shared.update(parts)
-    values = _aggregate(df, shared)
+    values = _aggregate(df, shared) if shared else {}
     for _, own, _ in compiled.values():
         if own:
             values.update(_aggregate(df, own))
@@ -408,7 +427,9 @@ def _raised(exception_info: Any) -> str | None:
     infos = [exception_info] if "raised_exception" in exception_info else list(exception_info.values())
     for info in infos:
         if isinstance(info, dict) and info.get("raised_exception"):
-            return str(info.get("exception_message") or "error")[:500]
+            message = str(info.get("exception_message") or "error")
+            # A Spark error puts its cause last (a Python worker's traceback): keep both ends.
+            return message if len(message) <= 500 else f"{message[:150]} … {message[-350:]}"
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 from wap.settings import load_settings
@@ -67,7 +68,12 @@ def get_spark(app_name: str = "wap") -> SparkSession:
         conf = SESSION_CONF
     else:
         check_java()
-        builder = SparkSession.builder.master(os.environ.get("WAP_SPARK_MASTER", "local[*]"))
+        master = os.environ.get("WAP_SPARK_MASTER", "local[*]")
+        if master.startswith("local"):
+            # Python UDFs (some GX expectations use them) run in workers of this Python, not
+            # a bare `python3` from the PATH: Spark 4's UDF workers need pyarrow.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = SparkSession.builder.master(master)
         conf = {**LOCAL_CONF, **SESSION_CONF}
     for key, value in conf.items():
         builder = builder.config(key, value)
@@ -82,6 +88,10 @@ class ConnectServer:
     group: one JVM that many short task processes share, each paying a client connection
     instead of a cold JVM start. For a laptop, the tests and the benchmarks; a cluster runs
     its own (`WAP_SPARK_REMOTE=sc://host:15002`).
+
+    Its Python workers (for Python UDFs, which some GX expectations use) run this process's
+    Python unless PYSPARK_PYTHON says otherwise: they need pyarrow, which a bare `python3` on
+    the PATH may lack. A cluster's server needs a worker Python with pyarrow too.
 
         with ConnectServer() as server:
             os.environ["WAP_SPARK_REMOTE"] = server.remote
@@ -119,6 +129,7 @@ class ConnectServer:
                 *[arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")],
                 "spark-internal",
             ],
+            env={**os.environ, "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
