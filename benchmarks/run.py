@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -599,44 +600,50 @@ def main(argv: list[str] | None = None) -> dict:
         say((out / "results.md").read_text())
         return results
     only = [s for s in args.only.split(",") if s]
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="wap-bench-"))
-    if "WAP_DATA_DIR" not in os.environ or args.data_dir:
-        prepare_airflow(data_dir)
-        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-    bench_dir = Path(os.environ["WAP_DATA_DIR"])
-    results: dict[str, Any] = {
-        "mode": "quick" if args.quick else "full",
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "config": cfg,
-        "targets": TARGETS,
-        "sections": {},
-    }
-    from bench_pipeline import bench_pipeline
+    # A scratch folder of our own is removed at the end: a full run leaves ~14 GB in it.
+    scratch = None if args.data_dir else Path(tempfile.mkdtemp(prefix="wap-bench-"))
+    data_dir = args.data_dir or scratch
+    try:
+        if "WAP_DATA_DIR" not in os.environ or args.data_dir:
+            prepare_airflow(data_dir)
+            os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+        bench_dir = Path(os.environ["WAP_DATA_DIR"])
+        results: dict[str, Any] = {
+            "mode": "quick" if args.quick else "full",
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "config": cfg,
+            "targets": TARGETS,
+            "sections": {},
+        }
+        from bench_pipeline import bench_pipeline
 
-    from wap.spark import get_spark
+        from wap.spark import get_spark
 
-    spark = get_spark()
-    pipeline = bench_pipeline()
-    steps = {
-        "publish": lambda: bench_publish_sweep(cfg, spark, pipeline),
-        "wap": lambda: bench_wap_vs_bare(cfg, spark, pipeline),
-        "backfill": lambda: bench_backfill(cfg, spark, bench_dir),
-        "memory": lambda: bench_memory(cfg),
-        "parse": lambda: bench_parse(cfg),
-    }
-    previous = out / "results.json"
-    if previous.exists():  # a run of some sections keeps the others' last results
-        earlier = json.loads(previous.read_text())
-        if earlier.get("mode") == results["mode"]:
-            results["sections"] = {k: v for k, v in earlier["sections"].items() if k not in only}
-    for name in only:
-        say(f"[{name}]")
-        results["sections"][name] = steps[name]()
-        results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        write_report(results, out)  # after each section: a long run keeps what it measured
-    say(f"results: {out / 'results.md'}")
-    say((out / "results.md").read_text())
+        spark = get_spark()
+        pipeline = bench_pipeline()
+        steps = {
+            "publish": lambda: bench_publish_sweep(cfg, spark, pipeline),
+            "wap": lambda: bench_wap_vs_bare(cfg, spark, pipeline),
+            "backfill": lambda: bench_backfill(cfg, spark, bench_dir),
+            "memory": lambda: bench_memory(cfg),
+            "parse": lambda: bench_parse(cfg),
+        }
+        previous = out / "results.json"
+        if previous.exists():  # a run of some sections keeps the others' last results
+            earlier = json.loads(previous.read_text())
+            if earlier.get("mode") == results["mode"]:
+                results["sections"] = {k: v for k, v in earlier["sections"].items() if k not in only}
+        for name in only:
+            say(f"[{name}]")
+            results["sections"][name] = steps[name]()
+            results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            write_report(results, out)  # after each section: a long run keeps what it measured
+        say(f"results: {out / 'results.md'}")
+        say((out / "results.md").read_text())
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return results
 
 

@@ -7,6 +7,7 @@ here at import time. Each test module that runs pipelines gets its own data fold
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import os
 import shutil
@@ -20,6 +21,7 @@ from wap.embedded import prepare_airflow
 from wap.settings import REPO_ROOT
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="wap-tests-"))
+atexit.register(shutil.rmtree, SESSION_DIR, ignore_errors=True)  # every module's tables, ledger, landing
 prepare_airflow(SESSION_DIR / "session")
 # The DAG folder Airflow syncs in dag.test(): the repository's DAG files, plus test-only
 # variants from tests/dags/ (dag.test() runs only DAGs it finds in the DAG folder).

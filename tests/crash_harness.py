@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +139,7 @@ class Harness:
     def close(self) -> None:
         if self.next is not None:
             self.next.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     # ------------------------------------------------------------------ setup
     def prepare(self) -> dict[str, Any]:
@@ -291,6 +293,7 @@ def main() -> None:
                     _report(harness, durations, started, options.seed, results, options.out)
         finally:
             harness.close()
+            shutil.rmtree(data, ignore_errors=True)
     report = _report(harness, durations, started, options.seed, results, options.out)
     print(
         f"{harness.trials} trials, each killed once and retried: I1, I2, I4 held every time "
