@@ -21,8 +21,9 @@ $(STAMP): requirements.txt scripts/check_prereqs.py
 run: $(STAMP)
 	@$(PY) scripts/quickstart.py
 
+# Two processes (pytest-xdist), a whole test module each at a time: module fixtures stay shared.
 test: $(STAMP)
-	@$(PY) -m pytest
+	@$(PY) -m pytest -n 2 --dist loadfile
 
 # Benchmarks: ratios against baselines measured in the same run; results in benchmarks/results/.
 bench: $(STAMP)

@@ -51,8 +51,8 @@ QUICK = {
     "backfill_days": 2,
     "backfill_orders": 300,
     "memory": [1_000, 5_000],
-    "repeats": 2,
-    "swap_repeats": 3,
+    "repeats": 1,
+    "swap_repeats": 2,
     "parse_repeats": 3,
 }
 TARGETS = {

@@ -39,6 +39,23 @@ START = dt.date(2024, 1, 1)
 ORDERS_PER_DAY = 80
 
 
+# The longest modules first: `make test` spreads the modules over two processes
+# (pytest-xdist, by file), and a long module started last would run alone at the end.
+LONGEST_FIRST = (
+    "test_scheduler_backfill.py",
+    "test_crash_safety.py",
+    "test_benchmarks.py",
+    "test_spark_connect.py",
+    "test_lineage.py",
+    "test_bad_inputs.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def utc_midnight(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
