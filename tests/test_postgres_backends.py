@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from conftest import START, read_partition
 from pg import PostgresServer
 from publish_worker import publish_at
+from test_serialised import extra_order
 
 from wap import steps, tables
 from wap.ledger import Ledger
@@ -102,12 +103,7 @@ def test_two_runs_of_one_partition_at_once_leave_one_winner(orders, workers, lan
     day = DAYS[1]
     runs = []
     for side in "ab":  # each with an extra order of its own: different from each other and from what is live
-        extra = landed / "orders" / f"dt={day.isoformat()}" / "extra.jsonl"
-        extra.write_text(
-            f'{{"event_id": "E-PG-{side}", "order_id": "O-PG-{side}", "customer_id": "C-1", '
-            f'"event_ts": "{day.isoformat()}T12:00:00Z", "status": "placed", "amount": 12, "currency": "EUR", '
-            '"channel": "web"}\n'
-        )
+        extra = extra_order(landed / "orders" / f"dt={day.isoformat()}", f"pg-{side}", day)
         try:
             runs.append(staged_run(orders, day, f"pg-race-{side}"))
         finally:

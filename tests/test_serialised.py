@@ -39,13 +39,13 @@ def workers(orders):
         yield pool
 
 
-def extra_order(folder: Path, n: str) -> Path:
+def extra_order(folder: Path, n: str, day: dt.date = DAY) -> Path:
     """A valid extra order for the day: the second run's data differs from the first's."""
     event = {
         "event_id": f"E-RACE-{n}",
         "order_id": f"O-RACE-{n}",
         "customer_id": "C-1",
-        "event_ts": f"{DAY.isoformat()}T12:00:00Z",
+        "event_ts": f"{day.isoformat()}T12:00:00Z",
         "status": "placed",
         "amount": 10 + len(n),
         "currency": "EUR",
