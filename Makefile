@@ -1,12 +1,14 @@
 # The two commands of the quick start:
 #   make run    install, generate a week of sample orders, run silver + gold for each day
 #   make test   install, run the test suite
-# Everything installs into .venv from the pinned requirements.txt.
+# Everything installs into .venv: the pinned requirements.txt, and the PostgreSQL JDBC driver.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+JDBC_JAR := $(VENV)/jars/postgresql.jar
+SYSTEM_JDBC_JAR := /usr/share/java/postgresql.jar
 
 .PHONY: run test bench bench-quick lint format lock clean
 
@@ -18,11 +20,34 @@ $(STAMP): requirements.txt scripts/check_prereqs.py
 	@$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt
 	@touch $(STAMP)
 
-run: $(STAMP)
+# The PostgreSQL JDBC driver for Spark's JDBC reader (wap.settings.jdbc_jars looks here first).
+# Not from Maven (unreachable here) but from Debian's libpostgresql-jdbc-java: the installed
+# package's jar, else the jar inside its .deb (`apt-get download` needs no root). Copied to a
+# temporary name first, so a failed attempt leaves no target behind.
+$(JDBC_JAR): $(wildcard $(SYSTEM_JDBC_JAR))
+	@mkdir -p $(@D)
+	@if [ -f $(SYSTEM_JDBC_JAR) ]; then \
+		cp $(SYSTEM_JDBC_JAR) $@.part; \
+	else \
+		echo "fetching the PostgreSQL JDBC driver from Debian's libpostgresql-jdbc-java"; \
+		rm -rf $(@D)/deb && mkdir $(@D)/deb && \
+		(cd $(@D)/deb && apt-get download -q libpostgresql-jdbc-java >/dev/null) && \
+		dpkg-deb -x $(@D)/deb/libpostgresql-jdbc-java_*.deb $(@D)/deb && \
+		cp $(@D)/deb$(SYSTEM_JDBC_JAR) $@.part; \
+		rm -rf $(@D)/deb; \
+	fi
+	@test -s $@.part || { \
+		echo "Cannot install the PostgreSQL JDBC driver (Spark's JDBC reader needs it). Either:" >&2; \
+		echo "  sudo apt-get install libpostgresql-jdbc-java    (Debian/Ubuntu), then make again, or" >&2; \
+		echo "  download postgresql-42.x.jar from https://jdbc.postgresql.org/download/ to $@" >&2; \
+		rm -f $@.part; exit 1; }
+	@mv $@.part $@
+
+run: $(STAMP) $(JDBC_JAR)
 	@$(PY) scripts/quickstart.py
 
 # Two processes (pytest-xdist), a whole test module each at a time: module fixtures stay shared.
-test: $(STAMP)
+test: $(STAMP) $(JDBC_JAR)
 	@$(PY) -m pytest -n 2 --dist loadfile
 
 # Benchmarks: ratios against baselines measured in the same run; results in benchmarks/results/.

@@ -36,7 +36,7 @@ DAILY_SALES = Pipeline(
     doc_md=__doc__,
 )
 def gold_daily_sales():
-    partition = resolve_partition()
+    partition = resolve_partition(DAILY_SALES)
     staged = stage(DAILY_SALES, partition)
     publish(DAILY_SALES, audit(DAILY_SALES, staged))
 

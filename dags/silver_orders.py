@@ -35,7 +35,7 @@ ORDERS = Pipeline(
                 "status STRING, amount DECIMAL(12,2), currency STRING, channel STRING"
             ),
             format="json",
-            late_days=1,
+            late_folders=1,
             event_time="event_ts",  # a record landed on day F must have happened on F or F - 1
             max_rejected_share=0.01,  # up to 1% unusable records: kept in quarantine, reported, run goes on
         ),
@@ -55,7 +55,7 @@ ORDERS = Pipeline(
     doc_md=__doc__,
 )
 def silver_orders():
-    partition = resolve_partition()
+    partition = resolve_partition(ORDERS)
     staged = stage(ORDERS, partition)
     wait_for_data(ORDERS, partition) >> staged  # the day's files have landed (deferred wait)
     audited = audit(ORDERS, staged)

@@ -1,5 +1,5 @@
 """Late-arriving data: records that land in day F's folder but happened on an earlier day
-(within the source's `late_days`) make that earlier partition stale; F's run starts a run
+(within the source's `late_folders`) make that earlier partition stale; F's run starts a run
 of it (the lookback), and that run publishes the day with its late records, idempotently.
 """
 

@@ -56,7 +56,7 @@ VOLUME, REJECTS = "volume: rows vs recent partitions", "source: rejected records
 @dataclass(frozen=True)
 class Contract:
     version: int
-    partition_column: str
+    partition_column: str | None  # None: the table is not partitioned (a merged dimension)
     columns: dict[str, str]
     on_added_column: str = "block"
 
@@ -120,7 +120,7 @@ def load_contract(suite: dict[str, Any]) -> Contract:
         raise ValueError(f"suite {suite.get('name')!r} has no meta.contract")
     return Contract(
         version=int(raw["version"]),
-        partition_column=raw["partition_column"],
+        partition_column=raw.get("partition_column"),
         columns=dict(raw["columns"]),
         on_added_column=raw.get("on_added_column", "block"),
     )

@@ -13,12 +13,12 @@ python -m wap.cli maintain [--table silver.orders] [--dry-run] [--window-days 7]
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
 from wap import quarantine, tables
 from wap.ledger import Ledger
+from wap.partition import key_of
 from wap.settings import load_settings
 
 
@@ -103,10 +103,13 @@ def plan_command(args: argparse.Namespace) -> str:
     from wap.pipeline import find_pipeline
 
     pipeline = find_pipeline(args.pipeline)
-    start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
+    start = pipeline.grain.parse(args.start, source="--from")
+    end = pipeline.grain.parse(args.end, source="--to")
     states = planner.plan(pipeline, start, end)
-    table = render([vars(s) for s in states], ("partition", "state", "detail"))
-    commands = planner.backfill_commands(args.dag_id or args.pipeline, states, args.max_active_runs)
+    table = render([{**vars(s), "partition": key_of(s.partition)} for s in states], ("partition", "state", "detail"))
+    # A merged table's runs build on each other's versions: one at a time.
+    runs = args.max_active_runs or (1 if pipeline.merge else 3)
+    commands = planner.backfill_commands(args.dag_id or args.pipeline, states, runs)
     todo = "\n".join(commands) if commands else "nothing to do: every partition is published by the current code"
     return f"{table}\n\n{todo}"
 
@@ -116,7 +119,7 @@ def versions_command(args: argparse.Namespace) -> str:
 
     pipeline = find_pipeline(args.pipeline)
     table = tables.load_table(pipeline.table)
-    rows = [vars(v) for v in tables.versions(table, dt.date.fromisoformat(args.partition))]
+    rows = [vars(v) for v in tables.versions(table, pipeline.grain.parse(args.partition))]
     return render(rows, ("snapshot_id", "committed_at", "rows", "checksum", "code_version", "run_id"))
 
 
@@ -127,7 +130,7 @@ def rollback_command(args: argparse.Namespace) -> str:
     pipeline = find_pipeline(args.pipeline)
     if args.partition:
         result = rollback.rollback_partition(
-            pipeline, dt.date.fromisoformat(args.partition), args.to_snapshot, args.reason
+            pipeline, pipeline.grain.parse(args.partition), args.to_snapshot, args.reason
         )
         return f"{pipeline.table} {result['partition']}: {result['status']} (snapshot {result['snapshot_id']})"
     changed = rollback.rollback_table(pipeline, args.to_snapshot, args.reason)
@@ -194,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     planning.add_argument("--from", dest="start", required=True, help="first partition, YYYY-MM-DD")
     planning.add_argument("--to", dest="end", required=True, help="last partition, YYYY-MM-DD (included)")
     planning.add_argument("--dag-id", help="the DAG that runs the pipeline (default: the pipeline's name)")
-    planning.add_argument("--max-active-runs", type=int, default=3)
+    planning.add_argument("--max-active-runs", type=int, help="default 3; 1 for a merged table")
     listing = commands.add_parser("versions", help="every published version of a partition still in history")
     listing.add_argument("pipeline")
     listing.add_argument("partition")

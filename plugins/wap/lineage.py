@@ -21,10 +21,11 @@ pipeline, run id, try, attempt token, status). Their JSON schemas are in `lineag
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from wap.partition import Partition, from_key, grain_of, key_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset
@@ -242,14 +243,14 @@ def _custom_facets() -> tuple[type, type]:
 _FACETS: tuple[type, type] | None = None
 
 
-def partition_facet(table: str, column: str, partition: dt.date) -> Any:
-    start = dt.datetime.combine(partition, dt.time(), tzinfo=dt.UTC)
+def partition_facet(table: str, column: str | None, partition: Partition) -> Any:
+    start, end = grain_of(partition).window(partition)
     return _custom_facets()[0](
         table=table,
         partitionColumn=column,
-        partition=partition.isoformat(),
+        partition=key_of(partition),
         windowStart=start.isoformat(),
-        windowEnd=(start + dt.timedelta(days=1)).isoformat(),
+        windowEnd=end.isoformat(),
     )
 
 
@@ -276,7 +277,12 @@ def ledger_facet(
 # ------------------------------------------------------------------ per step of a run
 def sources(pipeline: Pipeline) -> dict[str, Dataset]:
     """The pipeline's inputs by the view its SQL reads them as."""
-    return {s.view: dataset(s.location(), table=getattr(s, "table", None)) for s in pipeline.sources}
+    from wap.sources import PublishedTable
+
+    return {
+        s.view: dataset(s.location(), table=s.table if isinstance(s, PublishedTable) else None)
+        for s in pipeline.sources
+    }
 
 
 def table(pipeline: Pipeline, facets: dict[str, Any] | None = None) -> Dataset:
@@ -285,11 +291,16 @@ def table(pipeline: Pipeline, facets: dict[str, Any] | None = None) -> Dataset:
     return dataset(tables.load_table(pipeline.table).location(), facets, table=pipeline.table)
 
 
-def run_facets(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int, **ledger: Any) -> dict[str, Any]:
+def run_facets(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int, **ledger: Any) -> dict[str, Any]:
     from wap.staging import run_token
 
     return {
-        "wapPartition": partition_facet(pipeline.table, pipeline.partition_column, partition),
+        "wapPartition": partition_facet(
+            # A merged table is not partitioned: its runs' windows are of the merge's ordering column.
+            pipeline.table,
+            pipeline.partition_column or (pipeline.merge and pipeline.merge.newest),
+            partition,
+        ),
         "wapLedger": ledger_facet(pipeline.name, run_id, try_number, run_token(run_id, try_number), **ledger),
     }
 
@@ -306,7 +317,7 @@ def as_output(ds: Dataset, **output_facets: Any) -> Any:
     return OutputDataset(namespace=ds.namespace, name=ds.name, facets=ds.facets, outputFacets=output_facets)
 
 
-def staging(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int, status: str) -> None:
+def staging(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int, status: str) -> None:
     """Record a stage: the sources in; out, once staged, the table's next version (its
     staging path is never named)."""
     record(
@@ -321,9 +332,7 @@ def audited(pipeline: Pipeline, staged: StagedRun, checked: list[dict[str, Any]]
     """Record an audit: the table's candidate version in, with every check and its result."""
     record(
         inputs=[as_input(table(pipeline), dataQualityAssertions=assertions_facet(checked))],
-        run_facets=run_facets(
-            pipeline, dt.date.fromisoformat(staged.partition), staged.run_id, staged.try_number, status=status
-        ),
+        run_facets=run_facets(pipeline, from_key(staged.partition), staged.run_id, staged.try_number, status=status),
     )
 
 
@@ -343,7 +352,7 @@ def published(pipeline: Pipeline, staged: StagedRun, snapshot_id: int, status: s
         outputs=[as_output(table(pipeline, facets), outputStatistics=output_statistics(staged.rows_out, staged.files))],
         run_facets=run_facets(
             pipeline,
-            dt.date.fromisoformat(staged.partition),
+            from_key(staged.partition),
             staged.run_id,
             staged.try_number,
             status=status,

@@ -1,9 +1,14 @@
 """The one partition a run is bound to, resolved once, the same way for every DAG.
 
+A pipeline's *grain* says what one partition is: a UTC calendar day (`DAILY`, key
+`2024-01-31`) or a UTC hour (`HOURLY`, key `2024-01-31T05`). A partition value is a
+`datetime.date` (daily) or a timezone-aware UTC `datetime` on the hour (hourly); its key
+is the text the ledger, paths, snapshot summaries and asset events carry.
+
 Order of precedence (DESIGN.md, "Resolve"):
 1. `params["partition"]`: a manual override, e.g. `airflow dags trigger -c '{"partition": "2024-01-31"}'`;
 2. `dag_run.partition_key`: Airflow 3.2+ partitioned runs (partitioned asset events);
-3. `logical_date`: scheduled and backfill runs. Its UTC calendar day is the partition.
+3. `logical_date`: scheduled and backfill runs. The UTC day (or hour) it falls in is the partition.
 
 `data_interval_start` is never used: for a CLI-triggered run it is "now".
 """
@@ -12,63 +17,168 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-# Strict ISO calendar date. Anything else (paths, SQL, times, whitespace) is rejected
-# before it can reach a path or a query.
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-# A partition key may also be a midnight timestamp (CronPartitionTimetable's default key format).
-_MIDNIGHT_KEY = re.compile(r"(\d{4}-\d{2}-\d{2})T00:00:00(?:Z|\+00:00)?")
-
-HOW_TO_PASS = (
-    'Pass a partition: trigger with conf {"partition": "YYYY-MM-DD"}, '
-    "or run with a logical date (scheduled run, backfill, or dag.test(logical_date=...))."
-)
+Partition = dt.date | dt.datetime  # a datetime only for sub-daily grains (always UTC, on the hour)
 
 
 class PartitionError(ValueError):
     """The run has no partition, or the value given is not a valid one."""
 
 
-def parse_partition(value: object, *, source: str = "partition") -> dt.date:
-    """Validate a partition value and return it as a date; raise `PartitionError` otherwise."""
-    if isinstance(value, dt.datetime):
-        return _utc_day(value)
-    if isinstance(value, dt.date):
-        return value
-    if not isinstance(value, str) or not _DATE.fullmatch(value):
-        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-        raise PartitionError(f"{source} must be a date as YYYY-MM-DD, got {shown}. {HOW_TO_PASS}")
+@dataclass(frozen=True)
+class Grain:
+    """What one partition of a pipeline is, and how its values are written and read.
+
+    Only strict forms are accepted: anything else (paths, SQL, free text) is rejected before
+    it can reach a path or a query.
+    """
+
+    name: str  # "daily" or "hourly"
+    step: dt.timedelta
+    pattern: re.Pattern[str]  # accepted text; group 1 is the key
+    form: str  # how a key is written, for messages
+    column_type: str  # the partition column's type in a contract: date or timestamp
+    unit: str  # in SQL intervals: DAY or HOUR
+    spark_key_format: str  # Spark's datetime pattern of the key, for keys computed in a query
+
+    @property
+    def how_to_pass(self) -> str:
+        return (
+            f'Pass a partition: trigger with conf {{"partition": "{self.form}"}}, '
+            "or run with a logical date (scheduled run, backfill, or dag.test(logical_date=...))."
+        )
+
+    def parse(self, value: object, *, source: str = "partition") -> Partition:
+        """Validate a partition value (text, date or datetime) and return it; `PartitionError` otherwise."""
+        if isinstance(value, dt.datetime):
+            return self.floor(value)
+        if isinstance(value, dt.date):
+            if self is HOURLY:
+                raise PartitionError(f"{source} must be an hour ({self.form}, UTC), got the date {value}")
+            return value
+        found = self.pattern.fullmatch(value) if isinstance(value, str) else None
+        if not found:
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise PartitionError(
+                f"{source} must be a {self.name} partition as {self.form}, got {shown}. {self.how_to_pass}"
+            )
+        key = found.group(1)
+        try:
+            if self is DAILY:
+                return dt.date.fromisoformat(key)
+            return dt.datetime.strptime(key, "%Y-%m-%dT%H").replace(tzinfo=dt.UTC)
+        except ValueError as exc:
+            raise PartitionError(
+                f"{source} {value!r} is not a real calendar {'date' if self is DAILY else 'hour'}: {exc}"
+            ) from None
+
+    def floor(self, moment: dt.datetime) -> Partition:
+        """The partition a moment falls in (naive moments are taken as UTC)."""
+        moment = moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+        if self is DAILY:
+            return moment.date()
+        return moment.replace(minute=0, second=0, microsecond=0)
+
+    def key(self, partition: Partition) -> str:
+        """The partition's text: `2024-01-31` or `2024-01-31T05` (path-safe: no colon)."""
+        if self is DAILY:
+            return partition.isoformat() if not isinstance(partition, dt.datetime) else partition.date().isoformat()
+        return self.floor(partition).strftime("%Y-%m-%dT%H")  # type: ignore[arg-type]
+
+    def start(self, partition: Partition) -> dt.datetime:
+        """The partition's first instant (UTC)."""
+        if isinstance(partition, dt.datetime):
+            return partition
+        return dt.datetime.combine(partition, dt.time(), tzinfo=dt.UTC)
+
+    def window(self, partition: Partition) -> tuple[dt.datetime, dt.datetime]:
+        """[start, end) of the partition in UTC."""
+        start = self.start(partition)
+        return start, start + self.step
+
+    def next(self, partition: Partition, periods: int = 1) -> Partition:
+        return partition + self.step * periods
+
+    def between(self, first: Partition, last: Partition) -> Iterator[Partition]:
+        """Every partition from `first` to `last`, both included."""
+        current = first
+        while current <= last:
+            yield current
+            current = self.next(current)
+
+    def sql_value(self, partition: Partition) -> Partition:
+        """What the pipeline's SQL gets as `:partition`: a DATE (daily) or the hour's start as a TIMESTAMP."""
+        return partition
+
+
+DAILY = Grain(
+    name="daily",
+    step=dt.timedelta(days=1),
+    # A partition key may also be a midnight timestamp (CronPartitionTimetable's default key format).
+    pattern=re.compile(r"(\d{4}-\d{2}-\d{2})(?:T00:00:00(?:Z|\+00:00)?)?"),
+    form="YYYY-MM-DD",
+    column_type="date",
+    unit="DAY",
+    spark_key_format="yyyy-MM-dd",
+)
+HOURLY = Grain(
+    name="hourly",
+    step=dt.timedelta(hours=1),
+    pattern=re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2})(?::00(?::00)?)?(?:Z|\+00:00)?"),
+    form="YYYY-MM-DDTHH",
+    column_type="timestamp",
+    unit="HOUR",
+    spark_key_format="yyyy-MM-dd'T'HH",
+)
+GRAINS = {grain.name: grain for grain in (DAILY, HOURLY)}
+
+
+def grain_named(name: str) -> Grain:
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise PartitionError(f"{source} {value!r} is not a real calendar date: {exc}") from None
+        return GRAINS[name]
+    except KeyError:
+        raise ValueError(f"unknown grain {name!r}; one of: {', '.join(GRAINS)}") from None
 
 
-def resolve_partition(context: Mapping[str, Any]) -> dt.date:
+def parse_partition(value: object, *, source: str = "partition", grain: Grain = DAILY) -> Partition:
+    """Validate a partition value of `grain` (default daily); raise `PartitionError` otherwise."""
+    return grain.parse(value, source=source)
+
+
+def resolve_partition(context: Mapping[str, Any], grain: Grain = DAILY) -> Partition:
     """Return the partition of the run described by an Airflow task context."""
     params = context.get("params") or {}
     override = params.get("partition") if isinstance(params, Mapping) else None
     if override not in (None, ""):
-        return parse_partition(override, source='params["partition"]')
+        return grain.parse(override, source='params["partition"]')
 
     dag_run = context.get("dag_run")
     key = getattr(dag_run, "partition_key", None) or context.get("partition_key")
     if key:
-        midnight = _MIDNIGHT_KEY.fullmatch(str(key))
-        return parse_partition(midnight.group(1) if midnight else key, source="dag_run.partition_key")
+        return grain.parse(str(key), source="dag_run.partition_key")
 
     logical_date = context.get("logical_date")
     if logical_date is not None:
-        return _utc_day(logical_date)
+        return grain.floor(logical_date)
 
     raise PartitionError(
-        f"This run has no partition: no params['partition'], no partition key and no logical date. {HOW_TO_PASS}"
+        "This run has no partition: no params['partition'], no partition key and no logical date. " + grain.how_to_pass
     )
 
 
-def _utc_day(moment: dt.datetime) -> dt.date:
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC)
-    return moment.date()
+def grain_of(partition: Partition) -> Grain:
+    """The grain of a partition value: a datetime is an hour, a date a day."""
+    return HOURLY if isinstance(partition, dt.datetime) else DAILY
+
+
+def key_of(partition: Partition) -> str:
+    """A partition's key; the form tells the grain (`2024-01-31` daily, `2024-01-31T05` hourly)."""
+    return grain_of(partition).key(partition)
+
+
+def from_key(key: str) -> Partition:
+    """A partition back from its key (as the ledger, snapshot summaries and XComs carry it)."""
+    return (HOURLY if "T" in key else DAILY).parse(key, source="partition key")

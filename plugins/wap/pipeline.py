@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from wap import lineage
+from wap.partition import DAILY, Grain
 from wap.settings import load_settings
 
 if TYPE_CHECKING:
@@ -18,6 +19,22 @@ if TYPE_CHECKING:
 
     from wap.audit import Contract
     from wap.sources import Source
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Publish by merging into a table keyed by `key` (a dimension), not by replacing a partition.
+
+    A run's SQL gives the changes of its partition (e.g. the rows updated in that hour); the
+    staged result is the whole table with them merged in: for each key, the row with the
+    newest `newest` wins (ties: the greatest row). That rule makes a run idempotent and the
+    runs of different partitions commutative: re-running an hour, or running hours out of
+    order (a backfill), converges on the same table. Rows deleted at the source are not seen
+    by an incremental extract; model deletes as a column (e.g. `deleted_at`).
+    """
+
+    key: str
+    newest: str  # the column that orders versions of a row, e.g. updated_at
 
 
 @dataclass(frozen=True)
@@ -29,6 +46,8 @@ class Pipeline:
     sql: str  # file in include/sql/
     suite: str  # file in expectations/ (GX suite + schema contract)
     sources: tuple[Source, ...]
+    grain: Grain = DAILY  # one partition = a UTC day, or an hour (wap.partition.HOURLY)
+    merge: Merge | None = None  # None: each run replaces its partition of the table
 
     @cached_property
     def contract(self) -> Contract:
@@ -37,7 +56,8 @@ class Pipeline:
         return audit.load_contract(audit.load_suite(self.suite))
 
     @property
-    def partition_column(self) -> str:
+    def partition_column(self) -> str | None:
+        """The table's partition column (None: a merged table, which is not partitioned)."""
         return self.contract.partition_column
 
     @property

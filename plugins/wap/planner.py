@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from wap import tables
 from wap.ledger import Ledger
+from wap.partition import Partition, grain_of, key_of
 from wap.pipeline import Pipeline
 
 NEEDS_RUN = ("missing", "failed", "quarantined", "stale")
@@ -23,13 +24,13 @@ NEEDS_RUN = ("missing", "failed", "quarantined", "stale")
 
 @dataclass(frozen=True)
 class PartitionState:
-    partition: dt.date
+    partition: Partition
     state: str  # ok | missing | failed | quarantined | stale | rolled_back | running
     detail: str = ""
 
 
-def plan(pipeline: Pipeline, start: dt.date, end: dt.date) -> list[PartitionState]:
-    """The state of every partition from `start` to `end` (inclusive)."""
+def plan(pipeline: Pipeline, start: Partition, end: Partition) -> list[PartitionState]:
+    """The state of every partition from `start` to `end` (inclusive), at the pipeline's grain."""
     if end < start:
         raise ValueError(f"--to {end} is before --from {start}")
     from pyiceberg.exceptions import NoSuchTableError
@@ -42,13 +43,12 @@ def plan(pipeline: Pipeline, start: dt.date, end: dt.date) -> list[PartitionStat
     latest: dict[str, dict] = {}
     for row in Ledger().rows(pipeline.name):
         # Rows come oldest first; a superseded run lost to one that published, which counts.
-        if start.isoformat() <= row["partition"] <= end.isoformat() and row["status"] != "superseded":
+        if key_of(start) <= row["partition"] <= key_of(end) and row["status"] != "superseded":
             latest[row["partition"]] = row
     states = []
-    day = start
-    while day <= end:
+    for day in pipeline.grain.between(start, end):
         live = tables.live_version(table, day) if table is not None else None
-        last = latest.get(day.isoformat())
+        last = latest.get(key_of(day))
         status = last["status"] if last else None
         if status == "rolled_back":
             states.append(PartitionState(day, "rolled_back", f"snapshot {last['snapshot_id']}"))
@@ -67,29 +67,42 @@ def plan(pipeline: Pipeline, start: dt.date, end: dt.date) -> list[PartitionStat
             states.append(PartitionState(day, "stale", f"code {live.code_version or '?'} (now {current})"))
         else:
             states.append(PartitionState(day, "ok", f"snapshot {live.snapshot_id}"))
-        day += dt.timedelta(days=1)
     return states
 
 
 def backfill_commands(dag_id: str, states: list[PartitionState], max_active_runs: int = 3) -> list[str]:
     """`airflow backfill create` commands covering exactly the partitions that need a run.
 
-    One command per run of consecutive days; the reprocess behaviour is the least that
+    One command per run of consecutive partitions; the reprocess behaviour is the least that
     re-runs them all: `none` creates runs for days Airflow never ran, `failed` also re-runs
     failed ones, `completed` also re-runs successful ones (stale partitions).
     """
     commands, group = [], []
     for state in [*states, None]:
         needed = state is not None and state.state in NEEDS_RUN
-        if needed and group and (state.partition - group[-1].partition).days == 1:
+        if needed and group and grain_of(state.partition).next(group[-1].partition) == state.partition:
             group.append(state)
             continue
         if group:
             kinds = {s.state for s in group}
             behavior = "completed" if "stale" in kinds else "failed" if kinds & {"failed", "quarantined"} else "none"
             commands.append(
-                f"airflow backfill create --dag-id {dag_id} --from-date {group[0].partition} "
-                f"--to-date {group[-1].partition} --reprocess-behavior {behavior} --max-active-runs {max_active_runs}"
+                f"airflow backfill create --dag-id {dag_id} --from-date {_cli_date(group[0].partition)} "
+                f"--to-date {_cli_date(group[-1].partition, end=True)} --reprocess-behavior {behavior} "
+                f"--max-active-runs {max_active_runs}"
             )
         group = [state] if needed else []
     return commands
+
+
+def _cli_date(partition: Partition, end: bool = False) -> str:
+    """A partition's bound as `airflow backfill create` takes it (both ends included).
+
+    Days: the date. Hours: the hour's start, or for the end its last second, so that a
+    schedule that runs a few minutes past the hour (logical date HH:10) is covered too.
+    """
+    grain = grain_of(partition)
+    if grain.name == "daily":
+        return str(partition)
+    start, stop = grain.window(partition)
+    return (stop - dt.timedelta(seconds=1) if end else start).isoformat()

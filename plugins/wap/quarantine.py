@@ -25,6 +25,7 @@ from typing import Any
 from wap import audit as gate
 from wap import staging
 from wap.ledger import Ledger
+from wap.partition import from_key
 
 QUARANTINED = "quarantined"
 # Statuses that put a partition live: a later one makes releasing an older run a step back.
@@ -113,12 +114,12 @@ def release(pipeline_name: str, partition: str, *, reason: str, run_token: str |
         )
     pipeline = find_pipeline(pipeline_name)
     table = steps.tables.load_table(pipeline.table)
-    live = steps.tables.live_version(table, dt.date.fromisoformat(partition))
+    live = steps.tables.live_version(table, from_key(partition))
     staged_dir = staging.partition_dir(
         table.location(),
         "data",
         pipeline.partition_column,
-        dt.date.fromisoformat(partition),
+        from_key(partition),
         row["run_token"],
     )
     staging.move_dir(f"{row['staged_path']}/data", staged_dir)

@@ -19,6 +19,7 @@ from typing import Any
 
 from wap import staging, tables
 from wap.ledger import Ledger
+from wap.partition import Partition, from_key, key_of
 from wap.pipeline import Pipeline
 
 # Snapshot summary key of a rollback's commit: the snapshot whose version it restored.
@@ -30,7 +31,7 @@ class RollbackError(ValueError):
 
 
 def _record(
-    pipeline: Pipeline, partition: dt.date, version: tables.PublishedVersion | None, snapshot_id: int, reason: str
+    pipeline: Pipeline, partition: Partition, version: tables.PublishedVersion | None, snapshot_id: int, reason: str
 ) -> None:
     """A `rolled_back` ledger row: the version now live (None: the partition is gone)."""
     run_id = f"rollback__{dt.datetime.now(dt.UTC).isoformat()}"
@@ -39,7 +40,7 @@ def _record(
     ledger.start(
         pipeline=pipeline.name,
         table=pipeline.table,
-        partition=partition.isoformat(),
+        partition=key_of(partition),
         run_id=run_id,
         try_number=1,
         run_token=token,
@@ -62,7 +63,7 @@ def _record(
     )
 
 
-def rollback_partition(pipeline: Pipeline, partition: dt.date, to_snapshot: int, reason: str) -> dict[str, Any]:
+def rollback_partition(pipeline: Pipeline, partition: Partition, to_snapshot: int, reason: str) -> dict[str, Any]:
     """Make the partition's version as of snapshot `to_snapshot` live again."""
     _require(reason)
     table = tables.load_table(pipeline.table)
@@ -71,7 +72,7 @@ def rollback_partition(pipeline: Pipeline, partition: dt.date, to_snapshot: int,
         raise RollbackError(f"{pipeline.table} had no published partition {partition} at snapshot {to_snapshot}")
     current = tables.live_version(table, partition)
     if current is not None and current.checksum == target.checksum:
-        return {"status": "unchanged", "partition": partition.isoformat(), "snapshot_id": current.snapshot_id}
+        return {"status": "unchanged", "partition": key_of(partition), "snapshot_id": current.snapshot_id}
     files = tables.partition_files(table, pipeline.partition_column, partition, as_of=to_snapshot)
     token = staging.run_token(f"rollback-to-{target.snapshot_id}", 1)
     snapshot_id = tables.swap_partition(
@@ -83,7 +84,7 @@ def rollback_partition(pipeline: Pipeline, partition: dt.date, to_snapshot: int,
             tables.PIPELINE: pipeline.name,
             tables.RUN_ID: target.run_id,
             tables.RUN_TOKEN: token,
-            tables.PARTITION: partition.isoformat(),
+            tables.PARTITION: key_of(partition),
             tables.ROWS: str(target.rows),
             tables.CHECKSUM: target.checksum,
             tables.CODE_VERSION: target.code_version,
@@ -94,7 +95,7 @@ def rollback_partition(pipeline: Pipeline, partition: dt.date, to_snapshot: int,
     _record(pipeline, partition, target, snapshot_id, reason)
     return {
         "status": "rolled_back",
-        "partition": partition.isoformat(),
+        "partition": key_of(partition),
         "snapshot_id": snapshot_id,
         "rows": target.rows,
     }
@@ -108,7 +109,7 @@ def rollback_table(pipeline: Pipeline, to_snapshot: int, reason: str) -> list[di
     if current is None or to_snapshot not in {s.snapshot_id for s in tables.history(table)}:
         raise RollbackError(f"snapshot {to_snapshot} is not in {pipeline.table}'s current history")
     days = {
-        dt.date.fromisoformat(s.summary[tables.PARTITION])
+        from_key(s.summary[tables.PARTITION])
         for s in tables.history(table)
         if s.summary and s.summary.get(tables.PARTITION)
     }
@@ -122,7 +123,7 @@ def rollback_table(pipeline: Pipeline, to_snapshot: int, reason: str) -> list[di
     for day, then in changed:
         _record(pipeline, day, then, to_snapshot, reason)
         out.append(
-            {"partition": day.isoformat(), "status": "rolled_back" if then else "removed", "snapshot_id": to_snapshot}
+            {"partition": key_of(day), "status": "rolled_back" if then else "removed", "snapshot_id": to_snapshot}
         )
     return out
 

@@ -10,6 +10,11 @@ which serve `host/bucket/key` rather than `bucket.host/key`) and the standard `A
 `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`. Each reaches the catalog's FileIO
 only when set (unset credentials: the AWS SDK's own chain). Set `AWS_REGION` with a custom
 endpoint: without it pyiceberg asks AWS which region the bucket is in.
+
+JDBC drivers for Spark's JDBC reader: `WAP_JDBC_JARS`, comma-separated jar paths (or URLs Spark
+accepts) that a local Spark session or local Spark Connect server loads at start. Unset: the
+PostgreSQL driver `make` installs (`<repo>/.venv/jars/postgresql.jar`), else Debian's
+(`/usr/share/java/postgresql.jar`), else none. Set it empty to load none.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Where the PostgreSQL JDBC driver is looked for when WAP_JDBC_JARS is unset, first found wins.
+DEFAULT_JDBC_JARS = (REPO_ROOT / ".venv" / "jars" / "postgresql.jar", Path("/usr/share/java/postgresql.jar"))
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class Settings:
     expectations_dir: Path
     dags_dir: Path
     object_store: ObjectStore = ObjectStore()
+    jdbc_jars: tuple[str, ...] = ()
 
     @property
     def catalog_properties(self) -> dict[str, str]:
@@ -86,6 +94,13 @@ def _flag(name: str, value: str | None) -> bool | None:
     if word in ("false", "0", "no", "off"):
         return False
     raise ValueError(f"{name}={value!r}: use true or false")
+
+
+def _jdbc_jars(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        found = next((path for path in DEFAULT_JDBC_JARS if path.is_file()), None)
+        return (str(found),) if found else ()
+    return tuple(jar.strip() for jar in value.split(",") if jar.strip())
 
 
 def load_settings() -> Settings:
@@ -111,4 +126,5 @@ def load_settings() -> Settings:
             secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
             session_token=env.get("AWS_SESSION_TOKEN") or None,
         ),
+        jdbc_jars=_jdbc_jars(env.get("WAP_JDBC_JARS")),
     )

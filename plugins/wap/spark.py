@@ -2,14 +2,18 @@
 
 One session per process: `get_spark()` returns the running one if there is one, so the
 tasks of a `dag.test()` run, or the tests of a pytest session, pay the cold start once.
+JDBC drivers (`WAP_JDBC_JARS`, see wap.settings) are loaded when a local session or a local
+Connect server starts: `spark.jars` cannot be added to a running one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wap.settings import load_settings
@@ -55,6 +59,22 @@ def check_java() -> str:
     return (out.stderr or out.stdout).splitlines()[0] if (out.stderr or out.stdout) else java
 
 
+def jars_conf() -> dict[str, str]:
+    """`spark.jars` for the configured JDBC drivers (none: no setting), for a local session or server.
+
+    A missing local jar fails here: Spark would only log it, and the read would fail much later
+    with "No suitable driver".
+    """
+    jars = load_settings().jdbc_jars
+    missing = [jar for jar in jars if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", jar) and not Path(jar).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"WAP_JDBC_JARS names jars that do not exist: {', '.join(missing)}. "
+            "`make .venv/jars/postgresql.jar` installs the PostgreSQL driver."
+        )
+    return {"spark.jars": ",".join(jars)} if jars else {}
+
+
 def get_spark(app_name: str = "wap") -> SparkSession:
     """The process's Spark session, created on first use."""
     from pyspark.sql import SparkSession
@@ -64,6 +84,7 @@ def get_spark(app_name: str = "wap") -> SparkSession:
         return active
     remote = load_settings().spark_remote
     if remote:
+        # A remote server loads its own JDBC drivers (docker-compose.yaml: spark-connect).
         builder = SparkSession.builder.remote(remote)
         conf = SESSION_CONF
     else:
@@ -74,7 +95,7 @@ def get_spark(app_name: str = "wap") -> SparkSession:
             # a bare `python3` from the PATH: Spark 4's UDF workers need pyarrow.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = SparkSession.builder.master(master)
-        conf = {**LOCAL_CONF, **SESSION_CONF}
+        conf = {**LOCAL_CONF, **SESSION_CONF, **jars_conf()}
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.appName(app_name).getOrCreate()
@@ -89,6 +110,7 @@ class ConnectServer:
     instead of a cold JVM start. For a laptop, the tests and the benchmarks; a cluster runs
     its own (`WAP_SPARK_REMOTE=sc://host:15002`).
 
+    It loads the JDBC drivers of `WAP_JDBC_JARS` (wap.settings), as a local session does.
     Its Python workers (for Python UDFs, which some GX expectations use) run this process's
     Python unless PYSPARK_PYTHON says otherwise: they need pyarrow, which a bare `python3` on
     the PATH may lack. A cluster's server needs a worker Python with pyarrow too.
@@ -111,12 +133,11 @@ class ConnectServer:
     def start(self) -> ConnectServer:
         import socket
         import time
-        from pathlib import Path
 
         import pyspark
 
         check_java()
-        conf = {**LOCAL_CONF, **SESSION_CONF, "spark.connect.grpc.binding.port": str(self.port)}
+        conf = {**LOCAL_CONF, **SESSION_CONF, **jars_conf(), "spark.connect.grpc.binding.port": str(self.port)}
         self.process = subprocess.Popen(
             [
                 str(Path(pyspark.__file__).parent / "bin" / "spark-submit"),

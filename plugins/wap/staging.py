@@ -14,13 +14,13 @@ objects. Every filesystem here comes from `file_system`, configured like the cat
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from wap.partition import Partition, key_of
 from wap.settings import load_settings
 
 if TYPE_CHECKING:
@@ -86,11 +86,13 @@ def run_token(run_id: str, try_number: int) -> str:
     return f"run-{readable}-{digest}-try{int(try_number)}"
 
 
-def partition_dir(table_location: str, area: str, column: str, partition: dt.date, token: str) -> str:
-    """`<table>/<area>/<column>=<day>/<token>`; `area` is `data` (staging) or `quarantine`."""
+def partition_dir(table_location: str, area: str, column: str | None, partition: Partition, token: str) -> str:
+    """`<table>/<area>/<column>=<key>/<token>`; `area` is `data` (staging) or `quarantine`.
+
+    A merged table has no partition column: its runs' folders are `merged=<key>`."""
     if area not in ("data", "quarantine"):
         raise ValueError(f"unknown area {area!r}")
-    return f"{table_location.rstrip('/')}/{area}/{column}={partition.isoformat()}/{token}"
+    return f"{table_location.rstrip('/')}/{area}/{column or 'merged'}={key_of(partition)}/{token}"
 
 
 def write_staged(df: DataFrame, staged_dir: str) -> list[str]:

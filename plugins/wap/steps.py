@@ -7,7 +7,6 @@ and scripts call them directly.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import time
 from typing import Any, NoReturn
@@ -15,6 +14,7 @@ from typing import Any, NoReturn
 from wap import audit as gate
 from wap import sources, staging, tables
 from wap.ledger import Ledger
+from wap.partition import Partition, from_key, key_of
 from wap.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class GateFailedError(DataError):
         self.assertions = assertions or []  # every check and its result, for lineage
 
 
-def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) -> staging.StagedRun:
+def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int) -> staging.StagedRun:
     """Read the partition's inputs, transform them with the pipeline's SQL, stage the result.
 
     Landed records the run cannot use are rejects: kept under the run's quarantine folder
@@ -64,7 +64,7 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
     attempt = {
         "pipeline": pipeline.name,
         "table": pipeline.table,
-        "partition": partition.isoformat(),
+        "partition": key_of(partition),
         "run_id": run_id,
         "try_number": try_number,
         "run_token": token,
@@ -72,13 +72,14 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
         "contract_version": contract.version,
     }
     ledger = Ledger()
+    check_grain(pipeline)
     try:
         table = tables.ensure_table(pipeline.table, contract)
     except tables.ContractVersionError as exc:
         raise DataError(str(exc)) from exc
-    ledger.reconcile(pipeline.name, partition.isoformat(), run_id, lambda t: tables.find_publish(table, t))
+    ledger.reconcile(pipeline.name, key_of(partition), run_id, lambda t: tables.find_publish(table, t))
     ledger.start(**attempt)
-    base = tables.live_version(table, partition)  # what this run's publish will replace
+    base = tables.live_version(table, _scope(pipeline, partition))  # what this run's publish will replace
     quarantine = staging.partition_dir(table.location(), "quarantine", pipeline.partition_column, partition, token)
     clock = _Clock()
     try:
@@ -105,7 +106,9 @@ def stage(pipeline: Pipeline, partition: dt.date, run_id: str, try_number: int) 
             ledger.update(pipeline.name, token, **read)
             checked = gate.assertions(gate.load_suite(pipeline.suite), findings, staged=False)
             _quarantined(pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {}, checked)
-        result = spark.sql(pipeline.sql_text(), args={"partition": partition})
+        result = spark.sql(pipeline.sql_text(), args={"partition": pipeline.grain.sql_value(partition)})
+        if pipeline.merge is not None:
+            result = _merged(spark, pipeline, table, base, result)
         if contract.on_added_column == "allow":
             added = [f for f in gate.check_contract(result, contract) if f.check == gate.ADDED]
             result = result.drop(*[f.column for f in added])
@@ -154,7 +157,7 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
 
     ledger = Ledger()
     clock = _Clock()
-    partition = dt.date.fromisoformat(staged.partition)
+    partition = from_key(staged.partition)
     spark = get_spark()
     if staged.files:
         frame = spark.read.parquet(*map(staging.spark_uri, staged.files))
@@ -165,7 +168,7 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
     volume = suite.get("meta", {}).get("volume")
     recent = (
         tables.recent_row_counts(table, pipeline.partition_column, partition, volume["recent_partitions"])
-        if volume
+        if volume and pipeline.partition_column
         else []
     )
     # The count, the checksum and the checks in one aggregation when the data is good.
@@ -199,7 +202,7 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
 def _quarantined(
     pipeline: Pipeline,
     token: str,
-    partition: dt.date,
+    partition: Partition,
     report: gate.AuditReport,
     quarantine: str,
     fields: dict[str, Any],
@@ -240,14 +243,14 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
         raise ValueError(f"{pipeline.table} {staged.partition}: publish needs an audited run (no checksum)")
     ledger = Ledger()
     clock = _Clock()
-    partition = dt.date.fromisoformat(staged.partition)
+    partition = from_key(staged.partition)
     table = tables.load_table(pipeline.table)
 
     snapshot_id = tables.find_publish(table, staged.run_token)
     if snapshot_id is not None:
         status = "published"
         log.info("%s %s was already published by this attempt (snapshot %s)", pipeline.table, partition, snapshot_id)
-    elif (live := tables.live_version(table, partition)) and live.checksum == staged.checksum:
+    elif (live := tables.live_version(table, _scope(pipeline, partition))) and live.checksum == staged.checksum:
         status, snapshot_id = "skipped", live.snapshot_id
         staging.remove_dir(staged.staged_dir)
         log.info("%s %s unchanged (checksum %s): nothing to publish", pipeline.table, partition, staged.checksum)
@@ -286,6 +289,53 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
         **fields,
     )
     return {"status": status, "snapshot_id": snapshot_id, "partition": staged.partition, "rows": staged.rows_out}
+
+
+def check_grain(pipeline: Pipeline) -> None:
+    """A partitioned table's partition column must be of its grain's type (a date, or an hour's timestamp)."""
+    column = pipeline.partition_column
+    if column is None:
+        if pipeline.merge is None:
+            raise DataError(
+                f"{pipeline.suite}: meta.contract has no partition_column; only a merged pipeline "
+                "(Pipeline(merge=Merge(...))) writes an unpartitioned table"
+            )
+        return
+    found = pipeline.contract.columns.get(column)
+    if found != pipeline.grain.column_type:
+        raise DataError(
+            f"{pipeline.suite}: partition column {column!r} is {found!r}, but a {pipeline.grain.name} pipeline's "
+            f"partition column must be {pipeline.grain.column_type!r}"
+        )
+
+
+def _scope(pipeline: Pipeline, partition: Partition) -> Partition | None:
+    """What a run replaces: its partition, or (a merged table) the whole table's latest version."""
+    return None if pipeline.merge is not None else partition
+
+
+def _merged(spark: Any, pipeline: Pipeline, table: Any, base: tables.PublishedVersion | None, changes: Any) -> Any:
+    """The whole table as it will be once `changes` are merged into the version `base`.
+
+    For each key, the newest row wins; exact ties go to the greatest row, so the result does
+    not depend on the order rows arrive in. Changes the contract does not fit are staged as
+    they are, for the gate to report.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    merge, columns = pipeline.merge, list(pipeline.contract.columns)
+    if merge is None or not set(columns) <= set(changes.columns):
+        return changes
+    rows = changes.select(*columns)
+    files = tables.partition_files(table, None, None, as_of=base.snapshot_id) if base else []
+    if files:
+        rows = rows.unionByName(spark.read.parquet(*map(staging.spark_uri, files)).select(*columns))
+    newest_first = [F.col(merge.newest).desc_nulls_last()] + [
+        F.col(c).desc_nulls_last() for c in columns if c not in (merge.key, merge.newest)
+    ]
+    rank = F.row_number().over(Window.partitionBy(merge.key).orderBy(*newest_first))
+    return rows.withColumn("_rank", rank).where("_rank = 1").drop("_rank")
 
 
 def _superseded(pipeline: Pipeline, staged: staging.StagedRun, live: tables.PublishedVersion | None) -> NoReturn:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from wap.partition import Partition, from_key, key_of
 from wap.settings import load_settings
 
 if TYPE_CHECKING:
@@ -205,20 +206,22 @@ def _create(catalog: Catalog, identifier: str, contract: Contract) -> Table:
     from pyiceberg.transforms import IdentityTransform
     from pyiceberg.types import NestedField
 
-    if contract.partition_column not in contract.columns:
-        raise ContractVersionError(
-            f"partition column {contract.partition_column!r} is not among the contract's columns"
-        )
+    column = contract.partition_column
+    if column is not None and column not in contract.columns:
+        raise ContractVersionError(f"partition column {column!r} is not among the contract's columns")
     fields = [
         NestedField(field_id=i, name=name, field_type=iceberg_type(kind), required=False)
         for i, (name, kind) in enumerate(contract.columns.items(), start=1)
     ]
-    source_id = next(f.field_id for f in fields if f.name == contract.partition_column)
-    spec = PartitionSpec(
-        PartitionField(
-            source_id=source_id, field_id=1000, transform=IdentityTransform(), name=contract.partition_column
+    # Identity on a date (daily) or on an hour-truncated timestamp (hourly): a staged file
+    # holds one value, which `add_files` reads from its statistics. No column: a merged
+    # table, one whole version per commit.
+    spec = PartitionSpec()
+    if column is not None:
+        source_id = next(f.field_id for f in fields if f.name == column)
+        spec = PartitionSpec(
+            PartitionField(source_id=source_id, field_id=1000, transform=IdentityTransform(), name=column)
         )
-    )
     catalog.create_namespace_if_not_exists(identifier.rsplit(".", 1)[0])
     return catalog.create_table_if_not_exists(
         identifier, schema=Schema(*fields), partition_spec=spec, properties={CONTRACT_VERSION: str(contract.version)}
@@ -267,13 +270,13 @@ def _match_contract(identifier: str, table: Table, contract: Contract) -> Table:
     return table  # the commit refreshed it
 
 
-def _refusals(changes: list[SchemaChange], partitioned_by: set[str | None], partition_column: str) -> list[str]:
+def _refusals(changes: list[SchemaChange], partitioned_by: set[str | None], partition_column: str | None) -> list[str]:
     """What a contract bump may not do to a table, in words (nothing: it may evolve it)."""
     refused = []
-    if partitioned_by != {partition_column}:
+    if partitioned_by != ({partition_column} if partition_column else set()):
         table_column = ", ".join(sorted(map(str, partitioned_by))) or "nothing"
         refused.append(
-            f"the table is partitioned by {table_column}, not {partition_column}; "
+            f"the table is partitioned by {table_column}, not {partition_column or 'nothing'}; "
             "the partition column cannot change: make a new table"
         )
     for change in changes:
@@ -309,14 +312,22 @@ def find_publish(table: Table, token: str) -> int | None:
     return None
 
 
-def versions(table: Table, partition: dt.date, as_of: int | None = None) -> Iterator[PublishedVersion]:
-    """Every publish of one partition still in the table's history, newest first (lazily)."""
-    day = partition.isoformat()
+def versions(table: Table, partition: Partition | None, as_of: int | None = None) -> Iterator[PublishedVersion]:
+    """Every publish of one partition still in the table's history, newest first (lazily).
+
+    `partition=None`: every publish of the table, whichever partition it was for (a merged
+    table's versions: each publish replaces the whole table)."""
+    key = None if partition is None else key_of(partition)
     for snapshot in history(table, as_of):
         summary = snapshot.summary
         # A swap commits two snapshots with the same summary: the delete, then the add.
         # Only the add holds the version (the delete's partition is empty).
-        if summary is not None and summary.get(PARTITION) == day and summary.operation.value != "delete":
+        if (
+            summary is not None
+            and summary.get(PARTITION) is not None
+            and (key is None or summary.get(PARTITION) == key)
+            and summary.operation.value != "delete"
+        ):
             yield (
                 PublishedVersion(
                     snapshot_id=snapshot.snapshot_id,
@@ -330,15 +341,16 @@ def versions(table: Table, partition: dt.date, as_of: int | None = None) -> Iter
             )
 
 
-def live_version(table: Table, partition: dt.date, as_of: int | None = None) -> PublishedVersion | None:
-    """Which publish the live partition comes from (or came from, at snapshot `as_of`)."""
+def live_version(table: Table, partition: Partition | None, as_of: int | None = None) -> PublishedVersion | None:
+    """Which publish the live partition comes from (or came from, at snapshot `as_of`);
+    `partition=None`: the table's latest publish (what a merged table is)."""
     return next(versions(table, partition, as_of), None)
 
 
 def swap_partition(
     identifier: str,
-    partition_column: str,
-    partition: dt.date,
+    partition_column: str | None,
+    partition: Partition,
     files: list[str],
     properties: dict[str, str],
     *,
@@ -352,16 +364,19 @@ def swap_partition(
     or after a colliding one, `PartitionChangedError`: the caller's view is stale and it
     must not overwrite what another run published. A collision with a commit to another
     partition is retried here.
+
+    `partition_column=None` (a merged table): `files` are the whole new table, and the
+    version replaced is the table's latest publish, whichever partition it was for.
     """
     from pyiceberg.exceptions import CommitFailedException, ValidationException
-    from pyiceberg.expressions import EqualTo
 
     table = load_table(identifier)
+    scope = partition if partition_column else None
     if replaces is ANY_VERSION:
-        base = live_version(table, partition)
+        base = live_version(table, scope)
         replaces = base and base.snapshot_id
     for attempt in range(COMMIT_RETRIES):
-        live = live_version(table, partition)
+        live = live_version(table, scope)
         # A base whose snapshot has expired (table upkeep) while nothing newer was published
         # for the partition (none in the history) is still what is live.
         expired = replaces is not None and live is None and table.snapshot_by_id(replaces) is None
@@ -375,7 +390,7 @@ def swap_partition(
             with table.transaction() as tx, warnings.catch_warnings():
                 # A first publish of a partition has nothing to delete; pyiceberg warns.
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
-                tx.delete(EqualTo(partition_column, partition.isoformat()), snapshot_properties=properties)
+                tx.delete(_selecting(partition_column, partition), snapshot_properties=properties)
                 tx.add_files(files, snapshot_properties=properties, check_duplicate_files=False)
             break
         # Another commit landed first. pyiceberg re-applies ours on top when it can, and says
@@ -390,11 +405,19 @@ def swap_partition(
     return snapshot.snapshot_id
 
 
-def partition_files(table: Table, partition_column: str, partition: dt.date, as_of: int | None = None) -> list[str]:
-    """The live data files of one partition (or its files at snapshot `as_of`)."""
-    from pyiceberg.expressions import EqualTo
+def _selecting(partition_column: str | None, partition: Partition) -> Any:
+    """The row filter of one partition (every row of an unpartitioned table)."""
+    from pyiceberg.expressions import AlwaysTrue, EqualTo
 
-    scan = table.scan(row_filter=EqualTo(partition_column, partition.isoformat()), snapshot_id=as_of)
+    # A date or a UTC datetime: pyiceberg reads its ISO text as the column's literal.
+    return AlwaysTrue() if partition_column is None else EqualTo(partition_column, partition.isoformat())
+
+
+def partition_files(
+    table: Table, partition_column: str | None, partition: Partition, as_of: int | None = None
+) -> list[str]:
+    """The live data files of one partition (or its files at snapshot `as_of`); every file when unpartitioned."""
+    scan = table.scan(row_filter=_selecting(partition_column, partition), snapshot_id=as_of)
     return sorted(task.file.file_path for task in scan.plan_files())
 
 
@@ -402,11 +425,13 @@ def partitions_overview(table: Table) -> list[dict[str, Any]]:
     """One row per live partition: rows, files and the run whose publish is live."""
     rows = []
     for record in table.inspect.partitions().to_pylist():
-        day = next(iter(record["partition"].values()))
-        version = live_version(table, day) if isinstance(day, dt.date) else None
+        value = next(iter(record["partition"].values()), None)
+        day = _partition_value(value)
+        # An unpartitioned (merged) table has one "partition": the whole table, its latest publish.
+        version = live_version(table, day)
         rows.append(
             {
-                "partition": str(day),
+                "partition": key_of(day) if day is not None else "(whole table)",
                 "rows": record["record_count"],
                 "files": record["file_count"],
                 "snapshot_id": version.snapshot_id if version else record.get("last_updated_snapshot_id"),
@@ -417,13 +442,20 @@ def partitions_overview(table: Table) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["partition"])
 
 
-def recent_row_counts(table: Table, partition_column: str, before: dt.date, limit: int = 7) -> list[int]:
+def recent_row_counts(table: Table, partition_column: str, before: Partition, limit: int = 7) -> list[int]:
     """Row counts of the live partitions just before `before`, newest first (for the volume check)."""
     if table.current_snapshot() is None:
         return []
     counts = []
     for record in table.inspect.partitions().to_pylist():
-        day = record["partition"].get(partition_column)
-        if isinstance(day, dt.date) and day < before:
+        day = _partition_value(record["partition"].get(partition_column))
+        if day is not None and day < before:
             counts.append((day, record["record_count"]))
     return [rows for _, rows in sorted(counts, reverse=True)[:limit]]
+
+
+def _partition_value(value: Any) -> Partition | None:
+    """A partition value as Iceberg metadata gives it (a date, or a possibly naive UTC datetime), normalised."""
+    if isinstance(value, dt.datetime):
+        return from_key(key_of(value.replace(tzinfo=value.tzinfo or dt.UTC)))
+    return value if isinstance(value, dt.date) else None

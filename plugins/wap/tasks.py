@@ -2,7 +2,7 @@
 
 A DAG file composes them:
 
-    partition = resolve_partition()
+    partition = resolve_partition(PIPELINE)
     staged = stage(PIPELINE, partition)
     publish(PIPELINE, audit(PIPELINE, staged))
 
@@ -38,6 +38,13 @@ PARTITION_PARAM = Param(
     format="date",
     title="Partition (YYYY-MM-DD)",
     description="Process this day instead of the run's own (logical date or partition key).",
+)
+HOURLY_PARTITION_PARAM = Param(
+    None,
+    type=["null", "string"],
+    pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}$",
+    title="Partition (YYYY-MM-DDTHH, UTC)",
+    description="Process this hour instead of the run's own (logical date or partition key).",
 )
 
 # Retries are for transient failures (a lost Spark session, an I/O error, a commit
@@ -111,7 +118,7 @@ class LandedDataSensor(BaseSensorOperator):
         self.source, self.partition = source, partition
 
     def _pattern(self) -> str:
-        return self.source.arrival_pattern(partitions.parse_partition(self.partition))
+        return self.source.arrival_pattern(partitions.from_key(self.partition))
 
     def poke(self, context: Any) -> bool:
         return bool(glob.glob(self._pattern()))
@@ -166,20 +173,25 @@ def wap_task(python_callable: Any = None, **kwargs: Any) -> Any:
     return task_decorator_factory(python_callable=python_callable, decorated_operator_class=_LineageTask, **kwargs)
 
 
-@wap_task
-def resolve_partition(**context: Any) -> str:
-    """The run's partition as YYYY-MM-DD; fails at once if there is none or it is invalid."""
+@wap_task(task_id="resolve_partition")
+def _resolve_partition(grain: str = "daily", **context: Any) -> str:
     try:
-        return partitions.resolve_partition(context).isoformat()
+        return partitions.key_of(partitions.resolve_partition(context, partitions.grain_named(grain)))
     except partitions.PartitionError as exc:
         raise AirflowFailException(str(exc)) from exc
+
+
+def resolve_partition(pipeline: Pipeline | None = None) -> Any:
+    """The run's partition key (YYYY-MM-DD, or YYYY-MM-DDTHH for an hourly pipeline); fails
+    at once if there is none or it is invalid."""
+    return _resolve_partition(pipeline.grain.name if pipeline else "daily")
 
 
 @wap_task(task_id="stage", pool=SPARK_POOL)
 def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]:
     from wap import steps
 
-    day = partitions.parse_partition(partition)
+    day = pipeline.grain.parse(partition)
     run_id, try_number = context["run_id"], context["ti"].try_number
     lineage.staging(pipeline, day, run_id, try_number, "running")
     try:
@@ -257,7 +269,7 @@ def _late_partitions(audited: dict[str, Any], **context: Any) -> list[dict[str, 
 
 def reprocess_late(audited: Any, after: Any) -> Any:
     """Lookback: once this day is published, start a run of each earlier partition (at most
-    the source's `late_days` back) whose records arrived late in this day's folder. One run
+    the source's `late_folders` back) whose records arrived late in this day's folder. One run
     per partition and source run (a retry finds it exists), each idempotent like any run."""
     runs = _late_partitions(audited)
     after >> runs
