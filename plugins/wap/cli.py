@@ -8,6 +8,7 @@ python -m wap.cli plan silver_orders --from 2024-01-01 --to 2024-01-31   (see wa
 python -m wap.cli versions silver_orders 2024-01-03
 python -m wap.cli rollback silver_orders [--partition 2024-01-03] --to-snapshot ID --reason ...
 python -m wap.cli maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
+python -m wap.cli new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]]
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from wap import quarantine, tables
+from wap import quarantine, tables, template
 from wap.ledger import Ledger
 from wap.partition import key_of
 from wap.settings import load_settings
@@ -194,8 +195,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             sub.add_argument("--force", action="store_true", help="even if a later run published the partition")
     planning = commands.add_parser("plan", help="partitions missing, failed, quarantined or stale; the backfill")
     planning.add_argument("pipeline")
-    planning.add_argument("--from", dest="start", required=True, help="first partition, YYYY-MM-DD")
-    planning.add_argument("--to", dest="end", required=True, help="last partition, YYYY-MM-DD (included)")
+    planning.add_argument("--from", dest="start", required=True, help="first partition, YYYY-MM-DD (hourly: THH)")
+    planning.add_argument("--to", dest="end", required=True, help="last partition (included)")
     planning.add_argument("--dag-id", help="the DAG that runs the pipeline (default: the pipeline's name)")
     planning.add_argument("--max-active-runs", type=int, help="default 3; 1 for a merged table")
     listing = commands.add_parser("versions", help="every published version of a partition still in history")
@@ -211,8 +212,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     upkeep.add_argument("--dry-run", action="store_true", help="list what would go; change nothing")
     upkeep.add_argument("--window-days", type=float, help="rollback window (default: WAP_ROLLBACK_WINDOW_DAYS or 7)")
     upkeep.add_argument("--margin-hours", type=float, help="orphan age margin (default: WAP_ORPHAN_MARGIN_HOURS or 24)")
+    template.add_parser(commands)
     args = parser.parse_args(argv)
-    if args.command in ("plan", "versions", "rollback", "maintain"):
+    if args.command in ("plan", "versions", "rollback", "maintain", "new"):
         from wap.rollback import RollbackError
 
         run = {
@@ -220,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "versions": versions_command,
             "rollback": rollback_command,
             "maintain": maintain_command,
+            "new": template.run,
         }[args.command]
         try:
             print(run(args))
