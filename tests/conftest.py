@@ -137,3 +137,21 @@ def read_partition(table: str, column: str, day: dt.date):
     from wap import tables
 
     return tables.load_table(table).scan(row_filter=EqualTo(column, day.isoformat())).to_arrow()
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so nothing on the way catches it."""
+
+
+def crash_after_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the ledger update that follows a publish commit die."""
+    from wap.ledger import Ledger
+
+    real_update = Ledger.update
+
+    def dying_update(self, pipeline_name, run_token, **fields):
+        if fields.get("status") in ("published", "skipped"):
+            raise Crash("process died after the commit, before the ledger update")
+        return real_update(self, pipeline_name, run_token, **fields)
+
+    monkeypatch.setattr(Ledger, "update", dying_update)

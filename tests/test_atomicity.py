@@ -1,5 +1,6 @@
 """Atomic publish (I1): a reader in another process sees, for a partition, the old or the
-new version, complete — never a mix, never an empty gap — while publishes happen."""
+new version, complete — never a mix, never an empty gap — while publishes happen. The same
+for a merged (unpartitioned) table, whose every publish replaces the whole table."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 DAY = dt.date(2024, 5, 1)
 VERSIONS = {"A": (300, 3), "B": (500, 2)}  # version: (rows, files)
@@ -39,13 +41,17 @@ def write_version(location: str, version: str, n: int) -> list[str]:
     return paths
 
 
-def test_readers_never_see_a_mix_or_a_gap(data_dir, tmp_path):
+@pytest.mark.parametrize("partition_column", ["d", None], ids=["partition", "whole-table"])
+def test_readers_never_see_a_mix_or_a_gap(data_dir, tmp_path, partition_column):
     from wap import tables
     from wap.audit import Contract
 
-    contract = Contract(version=1, partition_column="d", columns={"id": "string", "version": "string", "d": "date"})
-    table = tables.ensure_table("test.atomic", contract)
-    tables.swap_partition("test.atomic", "d", DAY, write_version(table.location(), "A", 0), {})
+    name = f"test.atomic_{partition_column or 'whole'}"
+    columns = {"id": "string", "version": "string", "d": "date"}
+    table = tables.ensure_table(name, Contract(version=1, partition_column=partition_column, columns=columns))
+    # Publishes carry a partition in their summary, as a run's do (a merged table's: the run's hour).
+    recorded = {tables.PARTITION: str(DAY)}
+    tables.swap_partition(name, partition_column, DAY, write_version(table.location(), "A", 0), recorded)
 
     stop, out = tmp_path / "stop", tmp_path / "reads.json"
     env = {**os.environ, "EXPECTED_ROWS": json.dumps({v: r for v, (r, _) in VERSIONS.items()})}
@@ -53,7 +59,7 @@ def test_readers_never_see_a_mix_or_a_gap(data_dir, tmp_path):
         [
             sys.executable,
             str(Path(__file__).with_name("atomic_reader.py")),
-            "test.atomic",
+            name,
             str(DAY),
             str(stop),
             str(out),
@@ -64,7 +70,7 @@ def test_readers_never_see_a_mix_or_a_gap(data_dir, tmp_path):
         time.sleep(3)  # let the reader start (imports) before the publishes begin
         for n in range(1, PUBLISHES + 1):
             version = "B" if n % 2 else "A"
-            tables.swap_partition("test.atomic", "d", DAY, write_version(table.location(), version, n), {})
+            tables.swap_partition(name, partition_column, DAY, write_version(table.location(), version, n), recorded)
             time.sleep(0.05)
     finally:
         stop.touch()
@@ -77,5 +83,5 @@ def test_readers_never_see_a_mix_or_a_gap(data_dir, tmp_path):
     assert result["seen"].get("A", 0) > 0 and result["seen"].get("B", 0) > 0, result
     assert result["reads"] >= 10, result
     # And the table ends with exactly the last version published.
-    final = tables.load_table("test.atomic").scan().to_arrow()
+    final = tables.load_table(name).scan().to_arrow()
     assert set(final.column("version").to_pylist()) == {"A"} and final.num_rows == VERSIONS["A"][0]

@@ -8,7 +8,7 @@ the first pipeline, proven for this shape:
 - I3: an hour with bad rows is quarantined; the live dimension is untouched;
 - I1: what a run stages is invisible until its one commit;
 - I5: two runs staged on the same version: the first to publish wins, the other fails;
-- I4: each attempt has its ledger row, which matches the table's commit;
+- I4: each attempt has its ledger row, which matches the table's commit, also after a crash;
 - I7: lineage names the PostgreSQL table and the live dimension, and validates;
 - the backfill tooling speaks hours: `wap.cli plan` and Airflow's own backfill dry run.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import run_dag
+from conftest import Crash, crash_after_commit, run_dag
 from ol_spec import spec_registry, validate
 from pg import PostgresServer
 
@@ -212,6 +212,44 @@ def test_staged_merges_are_invisible_and_the_first_to_publish_wins(hourly, shop)
     assert dimension() == won and live().snapshot_id == result["snapshot_id"]
     statuses = {r["run_id"]: r["status"] for r in Ledger().rows("dim_customers", key(hour))}
     assert statuses == {"manual__first": "published", "manual__second": "superseded"}
+
+
+def test_a_publish_that_crashed_before_its_ledger_row_is_not_repeated(hourly, shop, monkeypatch):
+    """I4: the process dies between the commit and the ledger update; Airflow's retry of the
+    publish finds the commit by its attempt token, commits nothing, and sets the ledger."""
+    from wap import steps, tables
+    from wap.ledger import Ledger
+    from wap.pipeline import find_pipeline
+
+    pipeline = find_pipeline("dim_customers")
+    hour = HOURS[-1] + dt.timedelta(hours=3)
+    customers.write_hour(shop.url(), hour, new=2, changed=2)
+    staged = steps.audit(pipeline, steps.stage(pipeline, hour, "manual__crash", 1))
+    with monkeypatch.context() as patch:
+        crash_after_commit(patch)
+        with pytest.raises(Crash):
+            steps.publish(pipeline, staged)
+    committed = tables.find_publish(tables.load_table(TABLE), staged.run_token)
+    assert committed is not None and live().snapshot_id == committed
+    (row,) = Ledger().rows("dim_customers", key(hour))
+    assert row["status"] == "running"
+    snapshots = len(tables.load_table(TABLE).snapshots())
+    assert steps.publish(pipeline, staged)["snapshot_id"] == committed
+    assert len(tables.load_table(TABLE).snapshots()) == snapshots, "the retry committed nothing"
+    (row,) = Ledger().rows("dim_customers", key(hour))
+    assert (row["status"], row["snapshot_id"]) == ("published", committed)
+
+
+def test_a_quarantined_merge_is_not_released_over_later_merges(hourly):
+    """Its files are a whole dimension merged onto an older version: releasing them would undo
+    the merges published since (here, the next test's winner), so it is refused."""
+    from wap import quarantine
+
+    bad_hour = key(HOURS[-1] + dt.timedelta(hours=1))
+    before = live().snapshot_id
+    with pytest.raises(quarantine.QuarantineError, match="merged table"):
+        quarantine.release("dim_customers", bad_hour, reason="tier platinum is valid now", force=True)
+    assert live().snapshot_id == before
 
 
 def test_lineage_names_the_database_table_and_the_live_dimension(hourly, shop):

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import START
+from conftest import START, Crash, crash_after_commit
 
 from wap import steps, tables
 from wap.ledger import Ledger
@@ -31,22 +31,6 @@ def snapshot_count(identifier: str) -> int:
 def ledger_row(token: str) -> dict:
     (row,) = [r for r in Ledger().rows("silver_orders") if r["run_token"] == token]
     return row
-
-
-class Crash(BaseException):
-    """Stands for the process dying: not an Exception, so nothing on the way catches it."""
-
-
-def crash_after_commit(monkeypatch):
-    """Make the ledger update that follows a publish commit die."""
-    real_update = Ledger.update
-
-    def dying_update(self, pipeline_name, run_token, **fields):
-        if fields.get("status") in ("published", "skipped"):
-            raise Crash("process died after the commit, before the ledger update")
-        return real_update(self, pipeline_name, run_token, **fields)
-
-    monkeypatch.setattr(Ledger, "update", dying_update)
 
 
 def test_retry_after_a_crash_between_commit_and_ledger_is_a_noop(orders, monkeypatch):

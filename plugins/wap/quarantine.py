@@ -114,7 +114,16 @@ def release(pipeline_name: str, partition: str, *, reason: str, run_token: str |
         )
     pipeline = find_pipeline(pipeline_name)
     table = steps.tables.load_table(pipeline.table)
-    live = steps.tables.live_version(table, from_key(partition))
+    live = steps.tables.live_version(table, None if pipeline.merge else from_key(partition))
+    started = row["started_at"] if row["started_at"].tzinfo else row["started_at"].replace(tzinfo=dt.UTC)
+    if pipeline.merge is not None and live is not None and live.committed_at > started:
+        # Its files are the whole table as merged onto an older version: publishing them
+        # would undo every merge since, --force or not.
+        raise QuarantineError(
+            f"cannot release: {pipeline.table} is a merged table and run {live.run_id} published a new version "
+            f"after this run staged its merge; releasing would undo that. Fix the source rows (or the suite) "
+            f"and run {partition} again."
+        )
     staged_dir = staging.partition_dir(
         table.location(),
         "data",

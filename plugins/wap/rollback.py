@@ -66,6 +66,11 @@ def _record(
 def rollback_partition(pipeline: Pipeline, partition: Partition, to_snapshot: int, reason: str) -> dict[str, Any]:
     """Make the partition's version as of snapshot `to_snapshot` live again."""
     _require(reason)
+    if pipeline.merge is not None:
+        raise RollbackError(
+            f"{pipeline.table} is a merged table: every version holds every partition's merges, so one "
+            "partition cannot roll back alone. Roll the whole table back (no --partition)."
+        )
     table = tables.load_table(pipeline.table)
     target = tables.live_version(table, partition, as_of=to_snapshot)
     if target is None:
