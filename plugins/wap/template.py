@@ -790,7 +790,8 @@ def create(request: Spec, root: Path = REPO_ROOT) -> list[Path]:
     taken = conflicts(request, root)
     if taken:
         raise TemplateError(
-            f"pipeline {request.name!r} not created, nothing was written:\n" + "\n".join(f"  - {item}" for item in taken)
+            f"pipeline {request.name!r} not created, nothing was written:\n"
+            + "\n".join(f"  - {item}" for item in taken)
         )
     texts = render(request)
     written: list[Path] = []
