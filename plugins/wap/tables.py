@@ -331,11 +331,11 @@ def versions(table: Table, partition: Partition | None, as_of: int | None = None
             yield (
                 PublishedVersion(
                     snapshot_id=snapshot.snapshot_id,
-                    run_id=summary.get(RUN_ID, ""),
-                    run_token=summary.get(RUN_TOKEN, ""),
-                    rows=int(summary.get(ROWS, "0")),
-                    checksum=summary.get(CHECKSUM, ""),
-                    code_version=summary.get(CODE_VERSION, ""),
+                    run_id=summary.get(RUN_ID) or "",
+                    run_token=summary.get(RUN_TOKEN) or "",
+                    rows=int(summary.get(ROWS) or 0),  # Summary.get ignores a default
+                    checksum=summary.get(CHECKSUM) or "",
+                    code_version=summary.get(CODE_VERSION) or "",
                     committed_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC),
                 )
             )
