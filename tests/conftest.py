@@ -48,6 +48,8 @@ LONGEST_FIRST = (
     "test_spark_connect.py",
     "test_lineage.py",
     "test_bad_inputs.py",
+    "test_template.py",
+    "test_dim_customers.py",
 )
 
 
