@@ -9,11 +9,13 @@ python -m wap.cli versions silver_orders 2024-01-03
 python -m wap.cli rollback silver_orders [--partition 2024-01-03] --to-snapshot ID --reason ...
 python -m wap.cli maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
 python -m wap.cli new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]]
+python -m wap.cli run web_sessions --from 2024-01-01T05 [--to 2024-01-01T08]   (embedded: dag.test, no servers)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -115,6 +117,27 @@ def plan_command(args: argparse.Namespace) -> str:
     return f"{table}\n\n{todo}"
 
 
+def run_command(args: argparse.Namespace) -> int:
+    """Run a DAG embedded for each partition from --from to --to; 0 if every run succeeded."""
+    from wap.embedded import prepare_airflow, run_dag
+    from wap.partition import from_key, grain_of
+
+    try:
+        first, last = from_key(args.start), from_key(args.end or args.start)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 1
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the runs' outcomes, not Airflow's chatter
+    prepare_airflow(load_settings().data_dir)
+    failed = 0
+    for value in grain_of(first).between(first, last):
+        state = run_dag(args.dag_id, key_of(value))
+        print(f"{args.dag_id} {key_of(value)}: {state}", flush=True)
+        failed += "success" not in state
+    print(f"\n{show_ledger(args.dag_id)}")
+    return 1 if failed else 0
+
+
 def versions_command(args: argparse.Namespace) -> str:
     from wap.pipeline import find_pipeline
 
@@ -213,7 +236,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     upkeep.add_argument("--window-days", type=float, help="rollback window (default: WAP_ROLLBACK_WINDOW_DAYS or 7)")
     upkeep.add_argument("--margin-hours", type=float, help="orphan age margin (default: WAP_ORPHAN_MARGIN_HOURS or 24)")
     template.add_parser(commands)
+    running = commands.add_parser("run", help="run a DAG here for each partition of a range (dag.test, no servers)")
+    running.add_argument("dag_id")
+    running.add_argument("--from", dest="start", required=True, help="first partition, YYYY-MM-DD (hourly: THH)")
+    running.add_argument("--to", dest="end", help="last partition (default: the first)")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        parser.exit(run_command(args))
     if args.command in ("plan", "versions", "rollback", "maintain", "new"):
         from wap.rollback import RollbackError
 

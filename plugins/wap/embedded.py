@@ -52,3 +52,22 @@ def prepare_airflow(data_dir: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+
+
+def run_dag(dag_id: str, partition: str) -> str:
+    """Run one DAG for one partition key in this process, as `dag.test()` does (call
+    `prepare_airflow` first); return the run's state. The DAG file is `<dags>/<dag_id>.py`."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from wap.partition import from_key, grain_of
+    from wap.settings import load_settings
+
+    value = from_key(partition)
+    path = load_settings().dags_dir / f"{dag_id}.py"
+    bag = DagBag(str(path))
+    if dag_id not in bag.dags:
+        problems = "; ".join(str(e) for e in bag.import_errors.values()) or f"no DAG {dag_id!r} in {path}"
+        raise LookupError(problems)
+    # The partition param decides the partition; the logical date is the partition's start.
+    run = bag.dags[dag_id].test(logical_date=grain_of(value).start(value), run_conf={"partition": partition})
+    return str(run.state)

@@ -846,7 +846,9 @@ def next_steps(request: Spec, written: list[Path], root: Path = REPO_ROOT) -> st
         f"     the contract's columns and the expectations in {suite_file};",
         f"     then the sample input and EXPECTED in {test_file}, and run the test again.",
         *deploy,
-        "  4. make lint, then commit the four files. The table is created from the contract on its first run.",
+        f"  4. run it here on your data, no servers:  PYTHONPATH=plugins .venv/bin/python -m wap.cli run "
+        f"{request.name} --from {grain.key}",
+        "  5. make lint, then commit the four files. The table is created from the contract on its first run.",
     ]
     return "\n".join(lines)
 
