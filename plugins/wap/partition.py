@@ -109,10 +109,6 @@ class Grain:
             yield current
             current = self.next(current)
 
-    def sql_value(self, partition: Partition) -> Partition:
-        """What the pipeline's SQL gets as `:partition`: a DATE (daily) or the hour's start as a TIMESTAMP."""
-        return partition
-
 
 DAILY = Grain(
     name="daily",

@@ -106,7 +106,8 @@ def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int
             ledger.update(pipeline.name, token, **read)
             checked = gate.assertions(gate.load_suite(pipeline.suite), findings, staged=False)
             _quarantined(pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {}, checked)
-        result = spark.sql(pipeline.sql_text(), args={"partition": pipeline.grain.sql_value(partition)})
+        # Spark binds a date as a DATE (daily) and an hour's start as a TIMESTAMP (hourly).
+        result = spark.sql(pipeline.sql_text(), args={"partition": partition})
         if pipeline.merge is not None:
             result = _merged(spark, pipeline, table, base, result)
         if contract.on_added_column == "allow":

@@ -211,10 +211,8 @@ class _Grain:
     schedule_note: str
     period: str
     column_suffix: str
-    column_type: str  # the partition column's contract type
     bound_as: str
     start: str  # the partition's first instant, in SQL
-    unit: str
     column_value: str  # the partition column, in SQL
     # The generated test's sample: its partition, its neighbours and the moments of its records.
     key: str
@@ -236,10 +234,8 @@ _GRAIN = {
         schedule_note="Daily intervals: the run for day D starts at D+1 00:00 UTC with logical_date = D.",
         period="day",
         column_suffix="date",
-        column_type="date",
         bound_as="a DATE parameter (the day)",
         start="CAST(:partition AS TIMESTAMP)",
-        unit="DAY",
         column_value="CAST(:partition AS DATE)",
         key="2024-01-01",
         next_key="2024-01-02",
@@ -258,10 +254,8 @@ _GRAIN = {
         schedule_note="Hourly intervals: the run for hour H starts at H+1 with logical_date = H (UTC).",
         period="hour",
         column_suffix="hour",
-        column_type="timestamp",
         bound_as="a TIMESTAMP parameter (the hour's start, UTC)",
         start=":partition",
-        unit="HOUR",
         column_value="CAST(:partition AS TIMESTAMP)",
         key="2024-01-01T05",
         next_key="2024-01-01T06",
@@ -651,8 +645,10 @@ def render(request: Spec) -> dict[str, str]:
     files = request.source == "files"
     namespace, short = request.table.split(".")
     db_schema = request.dataset.split(".")[0] if not files else ""
+    library = partition.GRAINS[request.grain]  # the SQL interval unit and the partition column's type
     values = {
         **vars(grain),
+        "unit": library.unit,
         "name": request.name,
         "table": request.table,
         "sql": request.sql,
@@ -727,7 +723,7 @@ def render(request: Spec) -> dict[str, str]:
 
     columns = {
         "id": "string",
-        request.partition_column: grain.column_type,
+        request.partition_column: library.column_type,
         **(_FILES_COLUMNS if files else _POSTGRES_COLUMNS),
     }
     suite_text = fill(
