@@ -1,7 +1,8 @@
-"""`new` (wap.template) in a copy of the repository: a daily pipeline on landed files, an hourly one
-on landed files and an hourly one on a PostgreSQL table. Each writes exactly its four files, a
-second `new` of a taken name writes nothing, the files pass ruff, and the generated tests and the
-repository's DAG checks pass on them (one pytest run in the copy: Spark and Airflow start once).
+"""`new` (wap.template) in a copy of the repository: a daily pipeline on landed files, an hourly
+one on landed files, a daily one on a PostgreSQL table and an hourly one merging a PostgreSQL
+table into a table keyed by id. Each writes exactly its four files, a second `new` of a taken
+name writes nothing, the files pass ruff, and the generated tests and the repository's DAG
+checks pass on them (one pytest run in the copy: Spark and Airflow start once).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from wap.settings import REPO_ROOT
 CASES = {
     "web_sessions": ["--grain", "daily", "--source", "files"],
     "bronze_clicks": ["--grain", "hourly", "--source", "files:click_events"],
-    "customer_changes": ["--grain", "hourly", "--source", "postgres:public.customers", "--conn-id", "shop_db"],
+    "customer_changes": ["--grain", "daily", "--source", "postgres:public.customers", "--conn-id", "shop_db"],
+    "dim_accounts": ["--grain", "hourly", "--source", "postgres:public.accounts", "--merge"],
 }
 FOUR = {
     "web_sessions": [
@@ -42,6 +44,12 @@ FOUR = {
         "include/sql/customer_changes.sql",
         "expectations/silver.customer_changes.json",
         "tests/test_customer_changes.py",
+    ],
+    "dim_accounts": [
+        "dags/dim_accounts.py",
+        "include/sql/dim_accounts.sql",
+        "expectations/silver.dim_accounts.json",
+        "tests/test_dim_accounts.py",
     ],
 }
 GIT = ["git", "-c", "user.name=wap-tests", "-c", "user.email=wap-tests@localhost", "-c", "commit.gpgsign=false"]
@@ -128,6 +136,7 @@ def test_each_new_writes_exactly_its_four_files(generated):
         (["conftest"], "would shadow"),
         (["clicks", "--source", "ftp"], "use files[:<dataset>] or postgres[:<schema.table>]"),
         (["clicks", "--table", "clicks"], "namespace.table"),
+        (["clicks", "--merge"], "--merge needs a database source"),
     ],
     ids=lambda value: value if isinstance(value, str) else " ".join(value),
 )

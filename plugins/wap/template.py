@@ -81,7 +81,7 @@ ${source}
     schedule=CronDataIntervalTimetable("${cron}", timezone="UTC"),
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     catchup=False,
-    max_active_runs=3,
+    max_active_runs=${max_active_runs},${max_active_note}
     params={"partition": ${param}},
     default_args={"owner": "data-platform", **DEFAULT_ARGS},
     ${tags}
@@ -107,8 +107,7 @@ SUITE_TEMPLATE = """\
   "name": "${table}",
   "meta": {
     "contract": {
-      "version": 1,
-      "partition_column": "${partition_column}",
+      "version": 1,${partition_column_entry}
       "on_added_column": "block",
       "columns": {
 ${columns}
@@ -119,8 +118,7 @@ ${columns}
     {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},
     {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "id"}},
     {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "id"}},
-    {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "${partition_column}"}},
-    {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "amount"}},
+${partition_not_null}    {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "amount"}},
     {"type": "expect_column_values_to_be_between", "kwargs": {"column": "amount", "min_value": 0, "max_value": 1000000}},
     {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "status", "value_set": ["new", "active", "closed"]}},
     {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "status"}, "meta": {"severity": "warning"}}
@@ -155,7 +153,7 @@ def utc(text: str) -> dt.datetime:
 
 ${inputs}
 
-# The whole table after the run: the partition's rows, nothing of its neighbours.
+# ${expected_note}
 EXPECTED = [
 ${expected}
 ]
@@ -329,8 +327,7 @@ FROM latest"""
 
 _POSTGRES_SQL = """\
 SELECT
-    CAST(id AS STRING) AS id,
-    ${column_value} AS ${partition_column},
+    CAST(id AS STRING) AS id,${partition_select}
     CAST(status AS STRING) AS status,
     CAST(amount AS DECIMAL(12, 2)) AS amount,
     CAST(updated_at AS TIMESTAMP) AS updated_at
@@ -398,15 +395,13 @@ ROWS = [
 
 _POSTGRES_EXPECTED = """\
     {
-        "id": "a",
-        "${partition_column}": ${column_literal},
+        "id": "a",${partition_expected}
         "status": "active",
         "amount": Decimal("12.00"),
         "updated_at": utc("${later}"),
     },
     {
-        "id": "b",
-        "${partition_column}": ${column_literal},
+        "id": "b",${partition_expected}
         "status": "new",
         "amount": Decimal("3.25"),
         "updated_at": utc("${last}"),
@@ -448,6 +443,7 @@ class Spec:
     source: str  # "files" or "postgres"
     dataset: str  # files: the landed dataset; postgres: "schema.table"
     conn_id: str = DEFAULT_CONN_ID  # postgres: the Airflow connection
+    merge_key: str | None = None  # postgres: merge into a table keyed by this column (a dimension)
 
     @property
     def sql(self) -> str:
@@ -462,7 +458,10 @@ class Spec:
         return f"landed_{self.dataset}" if self.source == "files" else f"db_{self.dataset.split('.')[1]}"
 
     @property
-    def partition_column(self) -> str:
+    def partition_column(self) -> str | None:
+        """The table's partition column; None for a merged table, which is not partitioned."""
+        if self.merge_key:
+            return None
         return ("event_" if self.source == "files" else "updated_") + _GRAIN[self.grain].column_suffix
 
     def paths(self, root: Path) -> list[Path]:
@@ -482,11 +481,13 @@ def spec(
     source: str = "files",
     table: str | None = None,
     conn_id: str = DEFAULT_CONN_ID,
+    merge: bool = False,
 ) -> Spec:
     """Check the request's names and fill in the defaults: table `silver.<name>` (or `<layer>.<rest>`
     for a name `<layer>_<rest>`), landed dataset `<table's name>`, database table `public.<table's name>`.
 
-    `source` is `files`, `files:<dataset>`, `postgres` or `postgres:<schema.table>`.
+    `source` is `files`, `files:<dataset>`, `postgres` or `postgres:<schema.table>`. `merge` (postgres
+    only): a table keyed by `id` into which each run merges its rows, the newest `updated_at` winning.
     """
     _check_snake("pipeline name", name)
     if grain not in GRAINS:
@@ -513,7 +514,17 @@ def spec(
         for part in db_parts:
             _check_snake("database table", part, shown=dataset)
         _check_snake("connection id", conn_id)
-    return Spec(name=name, table=table, grain=grain, source=kind, dataset=dataset, conn_id=conn_id)
+    if merge and kind != "postgres":
+        raise TemplateError("--merge needs a database source (--source postgres[:schema.table])")
+    return Spec(
+        name=name,
+        table=table,
+        grain=grain,
+        source=kind,
+        dataset=dataset,
+        conn_id=conn_id,
+        merge_key="id" if merge else None,
+    )
 
 
 def _check_snake(what: str, value: str, *, shown: str | None = None) -> None:
@@ -659,9 +670,29 @@ def render(request: Spec) -> dict[str, str]:
         "db_schema": db_schema,
         "conn_id": request.conn_id,
         "conn_env": request.conn_id.upper(),
-        "partition_column": request.partition_column,
+        "partition_column": request.partition_column or "",
         "constant": short.upper(),
     }
+    merged = request.merge_key is not None
+    partition_parts = (
+        {
+            "partition_column_entry": "",
+            "partition_not_null": "",
+            "partition_select": "",
+            "partition_expected": "",
+        }
+        if merged
+        else {
+            "partition_column_entry": f'\n      "partition_column": "{request.partition_column}",',
+            "partition_not_null": (
+                '    {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": '
+                f'"{request.partition_column}"}}}},\n'
+            ),
+            "partition_select": f"\n    {grain.column_value} AS {request.partition_column},",
+            "partition_expected": f'\n        "{request.partition_column}": {grain.column_literal},',
+        }
+    )
+    values.update(partition_parts)
 
     def fill(text: str, **more: str) -> str:
         return Template(text).substitute(values, **more)
@@ -673,7 +704,7 @@ def render(request: Spec) -> dict[str, str]:
     if request.grain == "hourly":
         imports.append(f"from wap.partition import {grain.constant}")
     imports += [
-        "from wap.pipeline import Pipeline",
+        f"from wap.pipeline import {'Merge, Pipeline' if merged else 'Pipeline'}",
         f"from wap.sources import {'LandedFiles' if files else 'DatabaseTable'}",
         _import_line("wap.tasks", tasks),
     ]
@@ -683,6 +714,14 @@ def render(request: Spec) -> dict[str, str]:
             f"resolve the {grain.period} -> wait for its landed files -> transform them with "
             f"include/sql/{request.sql} and stage -> gate with expectations/{request.suite} -> publish the "
             f"{grain.period} atomically -> re-run earlier {grain.period}s that got late records in this one's folder."
+        )
+    elif merged:
+        summary = f"the rows of `{request.dataset}`, one per id, kept up to date every {grain.period}."
+        recipe = (
+            f"resolve the {grain.period} -> read the rows changed in it and shape them with "
+            f"include/sql/{request.sql} -> merge them into the live table by id (the newest updated_at wins) "
+            f"and stage the result -> gate with expectations/{request.suite} -> publish the new version atomically. "
+            f"Re-running one {grain.period}, or running {grain.period}s out of order, gives the same table."
         )
     else:
         summary = f"the rows of `{request.dataset}` changed in each {grain.period}, as they were then."
@@ -703,7 +742,10 @@ def render(request: Spec) -> dict[str, str]:
         ),
         imports="\n".join(imports),
         source=fill(_FILES_SOURCE if files else _POSTGRES_SOURCE),
-        grain_argument=f"\n    grain={grain.constant}," if request.grain == "hourly" else "",
+        grain_argument=(f"\n    grain={grain.constant}," if request.grain == "hourly" else "")
+        + ('\n    merge=Merge(key="id", newest="updated_at"),' if merged else ""),
+        max_active_runs="1" if merged else "3",
+        max_active_note="  # each merge builds on the version the previous one published" if merged else "",
         tags=_list_argument("tags", [namespace, short, request.grain, "write-audit-publish"], indent=4),
         body=fill(_FILES_BODY if files else _POSTGRES_BODY),
     )
@@ -712,7 +754,9 @@ def render(request: Spec) -> dict[str, str]:
         sql_summary = f"one row per id seen in the {grain.period} :partition, in its latest state."
         view_note = "the landed records, possibly re-sent, possibly late"
     else:
-        sql_summary = f"the rows of {request.dataset} changed in the {grain.period} :partition."
+        sql_summary = f"the rows of {request.dataset} changed in the {grain.period} :partition" + (
+            ",\n-- which the library merges into the table by id (the newest updated_at wins)." if merged else "."
+        )
         view_note = f"the rows of {request.dataset} whose updated_at is in the {grain.period}"
     sql_text = fill(
         SQL_TEMPLATE,
@@ -723,7 +767,7 @@ def render(request: Spec) -> dict[str, str]:
 
     columns = {
         "id": "string",
-        request.partition_column: library.column_type,
+        **({} if merged else {request.partition_column: library.column_type}),
         **(_FILES_COLUMNS if files else _POSTGRES_COLUMNS),
     }
     suite_text = fill(
@@ -743,6 +787,11 @@ def render(request: Spec) -> dict[str, str]:
         expected=fill(_FILES_EXPECTED if files else _POSTGRES_EXPECTED),
         input_fixture=fill(_FILES_FIXTURE if files else _POSTGRES_FIXTURE),
         input_fixture_name="landed" if files else "source_db",
+        expected_note=(
+            "The whole table after the run: the rows the partition changed, merged by id."
+            if merged
+            else "The whole table after the run: the partition's rows, nothing of its neighbours."
+        ),
     )
     texts = [dag_text, sql_text, suite_text, test_text]
     json.loads(suite_text)  # a template mistake shows here, not in the user's first run
@@ -829,7 +878,11 @@ def next_steps(request: Spec, written: list[Path], root: Path = REPO_ROOT) -> st
     described = [
         (dag_file, f"the DAG (id {request.name}) and its Pipeline: source, schedule, tags"),
         (sql_file, "the transform (Spark SQL, :partition bound)"),
-        (suite_file, f"the quality gate: contract (columns, types, partition column {request.partition_column})"),
+        (
+            suite_file,
+            "the quality gate: contract (columns, types, "
+            + (f"partition column {request.partition_column})" if request.partition_column else "not partitioned)"),
+        ),
         (test_file, "sample input -> expected rows, published once, re-run skipped"),
     ]
     lines = [
@@ -871,10 +924,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--conn-id", default=DEFAULT_CONN_ID, help=f"postgres: the Airflow connection id (default {DEFAULT_CONN_ID})"
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="postgres: merge each run's rows into a table keyed by id (a dimension), the newest updated_at winning",
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> str:
     """Carry out `new`; return what to print. Raises `TemplateError` (a ValueError) when refused."""
-    request = spec(args.name, grain=args.grain, source=args.source, table=args.table, conn_id=args.conn_id)
+    request = spec(
+        args.name, grain=args.grain, source=args.source, table=args.table, conn_id=args.conn_id, merge=args.merge
+    )
     return next_steps(request, create(request))
