@@ -49,7 +49,10 @@ LONGEST_FIRST = (
     "test_lineage.py",
     "test_bad_inputs.py",
     "test_template.py",
+    "test_planning.py",
+    "test_end_to_end.py",
     "test_dim_customers.py",
+    "test_serialised.py",
 )
 
 
