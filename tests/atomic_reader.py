@@ -1,7 +1,8 @@
 """A reader in its own process: reads one partition in a loop while another process publishes.
 
 Usage: python atomic_reader.py TABLE DAY STOP_FILE OUT_FILE
-Writes {"reads": n, "seen": {version: count}, "violations": [...], "errors": [...]} to OUT_FILE.
+Writes {"reads": n, "seen": {version: count}, "violations": [...], "errors": [...]} to OUT_FILE,
+and its progress so far ({"reads", "seen"}) to OUT_FILE.progress after every read.
 """
 
 import collections
@@ -35,5 +36,9 @@ while not os.path.exists(stop_file) and time.monotonic() < deadline:
     if rows.num_rows != expected_rows[version]:
         violations.append(f"read {reads}: version {version} with {rows.num_rows} rows")
     seen[version] += 1
+    # Progress for the publisher, which publishes until this reader has overlapped enough.
+    with open(out_file + ".part", "w") as handle:
+        json.dump({"reads": reads, "seen": seen}, handle)
+    os.replace(out_file + ".part", out_file + ".progress")
 with open(out_file, "w") as handle:
     json.dump({"reads": reads, "seen": seen, "violations": violations[:20], "errors": errors[:20]}, handle)

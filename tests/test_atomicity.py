@@ -41,6 +41,15 @@ def write_version(location: str, version: str, n: int) -> list[str]:
     return paths
 
 
+def overlapped(progress: Path) -> bool:
+    """Whether the reader has read at least 10 times, both versions among them."""
+    try:
+        done = json.loads(progress.read_text())
+    except (OSError, ValueError):
+        return False
+    return done["reads"] >= 10 and all(done["seen"].get(v, 0) > 0 for v in VERSIONS)
+
+
 @pytest.mark.parametrize("partition_column", ["d", None], ids=["partition", "whole-table"])
 def test_readers_never_see_a_mix_or_a_gap(data_dir, tmp_path, partition_column):
     from wap import tables
@@ -66,12 +75,21 @@ def test_readers_never_see_a_mix_or_a_gap(data_dir, tmp_path, partition_column):
         ],
         env=env,
     )
+    progress = Path(f"{out}.progress")
     try:
-        time.sleep(3)  # let the reader start (imports) before the publishes begin
-        for n in range(1, PUBLISHES + 1):
+        deadline = time.monotonic() + 120
+        while not progress.exists() and time.monotonic() < deadline:  # the reader has started and read once
+            time.sleep(0.2)
+        # At least PUBLISHES publishes, and on until the reader has read both versions enough
+        # times to mean something, however slow this machine is today.
+        n = 0
+        while n < PUBLISHES or (not overlapped(progress) and n < 20 * PUBLISHES):
+            n += 1
             version = "B" if n % 2 else "A"
             tables.swap_partition(name, partition_column, DAY, write_version(table.location(), version, n), recorded)
             time.sleep(0.05)
+        if n % 2:  # end on version A, as the checks below expect
+            tables.swap_partition(name, partition_column, DAY, write_version(table.location(), "A", n + 1), recorded)
     finally:
         stop.touch()
         reader.wait(timeout=60)
