@@ -130,6 +130,15 @@ def test_the_ledger_and_the_table_agree_on_every_publish(hourly):
     assert live().run_token == Ledger().rows("dim_customers", key(HOURS[-1]))[0]["run_token"]
 
 
+def test_the_cli_shows_the_merged_table_as_one_whole_version(hourly):
+    from wap import cli
+
+    shown = cli.show_partitions(TABLE).splitlines()
+    (line,) = [line for line in shown if line.startswith("(whole table)")]
+    assert line.split()[2:4] == [str(len(dimension())), "1"], shown  # rows, files
+    assert live().run_id in line
+
+
 def test_rerunning_an_earlier_hour_changes_nothing(hourly, dags):
     """I2: the source moved on (later hours changed some of its rows), the re-run merges what
     is left of the hour's rows, which are all older than what the dimension holds."""

@@ -425,7 +425,7 @@ def partitions_overview(table: Table) -> list[dict[str, Any]]:
     """One row per live partition: rows, files and the run whose publish is live."""
     rows = []
     for record in table.inspect.partitions().to_pylist():
-        value = next(iter(record["partition"].values()), None)
+        value = next(iter((record.get("partition") or {}).values()), None)  # none: an unpartitioned table
         day = _partition_value(value)
         # An unpartitioned (merged) table has one "partition": the whole table, its latest publish.
         version = live_version(table, day)
