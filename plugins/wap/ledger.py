@@ -211,7 +211,7 @@ class Ledger:
             snapshot = published_snapshot(row["run_token"])
             if snapshot is not None:
                 self.update(pipeline, row["run_token"], status="published", snapshot_id=snapshot, error=None)
-            elif row["run_id"] == run_id or _aware(row["started_at"]) < _now() - stale_after:
+            elif row["run_id"] == run_id or as_utc(row["started_at"]) < _now() - stale_after:
                 self.update(
                     pipeline, row["run_token"], status="failed", error="attempt ended without a result (process died?)"
                 )
@@ -221,6 +221,6 @@ class Ledger:
         return changed
 
 
-def _aware(moment: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; every ledger time is written in UTC.
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """A ledger time as an aware UTC datetime (SQLite hands back naive ones; all are written in UTC)."""
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

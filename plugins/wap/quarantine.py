@@ -24,7 +24,7 @@ from typing import Any
 
 from wap import audit as gate
 from wap import staging
-from wap.ledger import Ledger
+from wap.ledger import Ledger, as_utc
 from wap.partition import from_key
 
 QUARANTINED = "quarantined"
@@ -115,8 +115,7 @@ def release(pipeline_name: str, partition: str, *, reason: str, run_token: str |
     pipeline = find_pipeline(pipeline_name)
     table = steps.tables.load_table(pipeline.table)
     live = steps.tables.live_version(table, None if pipeline.merge else from_key(partition))
-    started = row["started_at"] if row["started_at"].tzinfo else row["started_at"].replace(tzinfo=dt.UTC)
-    if pipeline.merge is not None and live is not None and live.committed_at > started:
+    if pipeline.merge is not None and live is not None and live.committed_at > as_utc(row["started_at"]):
         # Its files are the whole table as merged onto an older version: publishing them
         # would undo every merge since, --force or not.
         raise QuarantineError(

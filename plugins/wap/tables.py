@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from wap.partition import Partition, from_key, key_of
+from wap.partition import HOURLY, Partition, key_of
 from wap.settings import load_settings
 
 if TYPE_CHECKING:
@@ -457,5 +457,5 @@ def recent_row_counts(table: Table, partition_column: str, before: Partition, li
 def _partition_value(value: Any) -> Partition | None:
     """A partition value as Iceberg metadata gives it (a date, or a possibly naive UTC datetime), normalised."""
     if isinstance(value, dt.datetime):
-        return from_key(key_of(value.replace(tzinfo=value.tzinfo or dt.UTC)))
+        return HOURLY.floor(value)
     return value if isinstance(value, dt.date) else None
