@@ -71,3 +71,17 @@ def test_no_heavy_import_at_top_level(path: Path):
         if line.startswith(("import ", "from ")) and line.split()[1].split(".")[0] in HEAVY
     ]
     assert top_level == []
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_every_pipeline_passes_the_suite_check(path: Path):
+    """Each pipeline's suite fits its contract (`Pipeline.check`, run when a pipeline is declared,
+    so a DAG file with a broken suite does not import): said here too, so CI names the problem."""
+    from wap.pipeline import declared_in
+
+    pipelines = declared_in(path)
+    if "Pipeline(" in path.read_text():
+        assert pipelines, f"{path.name} declares no pipeline at module level"
+    for pipeline in pipelines:
+        contract = pipeline.check()
+        assert contract == pipeline.contract

@@ -30,6 +30,7 @@ Python); and GX leaves the frame cached, which on a shared server outlives the t
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import statistics
@@ -39,11 +40,12 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wap.settings import load_settings
+from wap.settings import REPO_ROOT, load_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+    from wap.partition import Grain
     from wap.sources import Intake
 
 BLOCKING, WARNING = "blocking", "warning"
@@ -106,10 +108,19 @@ class AuditReport:
         return "\n".join(lines)
 
 
-@cache
-def load_suite(name: str, directory: str | None = None) -> dict[str, Any]:
-    """The suite JSON `expectations/<name>`; cached per process (treat as read-only)."""
+def load_suite(name: str, directory: str | Path | None = None) -> dict[str, Any]:
+    """The suite JSON `expectations/<name>`; cached per process (treat as read-only).
+
+    Cached by the file's path and version, not by `name`: a process that points
+    WAP_EXPECTATIONS_DIR elsewhere, or edits the file, reads what is there now.
+    """
     path = Path(directory or load_settings().expectations_dir) / name
+    version = path.stat()
+    return _read_suite(str(path), version.st_mtime_ns, version.st_size)
+
+
+@cache
+def _read_suite(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -124,6 +135,333 @@ def load_contract(suite: dict[str, Any]) -> Contract:
         columns=dict(raw["columns"]),
         on_added_column=raw.get("on_added_column", "block"),
     )
+
+
+# ------------------------------------------------------------------ the load-time check
+# A suite is checked against its own contract when its pipeline loads (at DAG import): a
+# mistake that no data could satisfy (a typo in a column name, a regex on a number) is an
+# import error in Airflow, not a day staged with Spark and then quarantined as bad data.
+# JSON only: GX is not imported here (DAG files must stay light to parse).
+
+# Every expectation type GX 1.x registers (1.24: `great_expectations.expectations.registry`).
+GX_TYPES = frozenset(
+    {
+        "expect_column_distinct_values_to_be_in_set",
+        "expect_column_distinct_values_to_contain_set",
+        "expect_column_distinct_values_to_equal_set",
+        "expect_column_kl_divergence_to_be_less_than",
+        "expect_column_max_to_be_between",
+        "expect_column_mean_to_be_between",
+        "expect_column_median_to_be_between",
+        "expect_column_min_to_be_between",
+        "expect_column_most_common_value_to_be_in_set",
+        "expect_column_pair_values_a_to_be_greater_than_b",
+        "expect_column_pair_values_to_be_equal",
+        "expect_column_pair_values_to_be_in_set",
+        "expect_column_proportion_of_non_null_values_to_be_between",
+        "expect_column_proportion_of_unique_values_to_be_between",
+        "expect_column_quantile_values_to_be_between",
+        "expect_column_stdev_to_be_between",
+        "expect_column_sum_to_be_between",
+        "expect_column_to_exist",
+        "expect_column_type_to_be",
+        "expect_column_unique_value_count_to_be_between",
+        "expect_column_value_lengths_to_be_between",
+        "expect_column_value_lengths_to_equal",
+        "expect_column_value_z_scores_to_be_less_than",
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_dateutil_parseable",
+        "expect_column_values_to_be_decreasing",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_be_in_type_list",
+        "expect_column_values_to_be_increasing",
+        "expect_column_values_to_be_json_parseable",
+        "expect_column_values_to_be_null",
+        "expect_column_values_to_be_of_type",
+        "expect_column_values_to_be_unique",
+        "expect_column_values_to_match_json_schema",
+        "expect_column_values_to_match_like_pattern",
+        "expect_column_values_to_match_like_pattern_list",
+        "expect_column_values_to_match_regex",
+        "expect_column_values_to_match_regex_list",
+        "expect_column_values_to_match_strftime_format",
+        "expect_column_values_to_not_be_in_set",
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_not_be_outliers",
+        "expect_column_values_to_not_match_like_pattern",
+        "expect_column_values_to_not_match_like_pattern_list",
+        "expect_column_values_to_not_match_regex",
+        "expect_column_values_to_not_match_regex_list",
+        "expect_compound_columns_to_be_unique",
+        "expect_multicolumn_sum_to_equal",
+        "expect_multicolumn_values_to_be_equal",
+        "expect_query_results_to_match_comparison",
+        "expect_select_column_values_to_be_unique_within_record",
+        "expect_table_column_count_to_be_between",
+        "expect_table_column_count_to_equal",
+        "expect_table_columns_to_match_ordered_list",
+        "expect_table_columns_to_match_set",
+        "expect_table_row_count_to_be_between",
+        "expect_table_row_count_to_equal",
+        "expect_table_row_count_to_equal_other_table",
+        "unexpected_rows_expectation",
+    }
+)
+# The kwargs by which GX 1.x expectations name columns of the batch: one each, or a list.
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+_COLUMN_LIST_KWARGS = ("column_list", "column_set")
+SEVERITIES = (BLOCKING, WARNING)
+ADDED_COLUMN_POLICIES = ("block", "allow")
+
+# What the columns of a type must be; a type not listed takes a column of any type. From
+# GX 1.24 itself: value lengths "only work for string-type values" (its docstring), and
+# the pattern and parsing types read values as text; the bounds of between/min/max/median
+# are numbers or dates (their pydantic fields), and GX on Spark 4 refuses a string or
+# boolean column against them (`ColumnValuesBetween`); increasing/decreasing "only work
+# for numeric or datetime data"; mean is refused by GX on a non-numeric Spark column, and
+# sum, stdev, quantiles (numeric bounds only), z-scores and outliers are arithmetic.
+TEXT, NUMBER, TIME, BOOL = "string", "numeric", "date/time", "boolean"
+_TEXT_ONLY = frozenset({TEXT})
+_ORDERED = frozenset({NUMBER, TIME})
+_NUMBERS_ONLY = frozenset({NUMBER})
+COLUMN_TYPE_RULES: dict[str, frozenset[str]] = {
+    **dict.fromkeys(
+        (
+            "expect_column_value_lengths_to_be_between",
+            "expect_column_value_lengths_to_equal",
+            "expect_column_values_to_match_regex",
+            "expect_column_values_to_not_match_regex",
+            "expect_column_values_to_match_regex_list",
+            "expect_column_values_to_not_match_regex_list",
+            "expect_column_values_to_match_like_pattern",
+            "expect_column_values_to_not_match_like_pattern",
+            "expect_column_values_to_match_like_pattern_list",
+            "expect_column_values_to_not_match_like_pattern_list",
+            "expect_column_values_to_match_strftime_format",
+            "expect_column_values_to_be_dateutil_parseable",
+            "expect_column_values_to_be_json_parseable",
+            "expect_column_values_to_match_json_schema",
+        ),
+        _TEXT_ONLY,
+    ),
+    **dict.fromkeys(
+        (
+            "expect_column_values_to_be_between",
+            "expect_column_min_to_be_between",
+            "expect_column_max_to_be_between",
+            "expect_column_median_to_be_between",
+            "expect_column_values_to_be_increasing",
+            "expect_column_values_to_be_decreasing",
+        ),
+        _ORDERED,
+    ),
+    **dict.fromkeys(
+        (
+            "expect_column_mean_to_be_between",
+            "expect_column_sum_to_be_between",
+            "expect_column_stdev_to_be_between",
+            "expect_column_quantile_values_to_be_between",
+            "expect_column_value_z_scores_to_be_less_than",
+            "expect_column_values_to_not_be_outliers",
+            "expect_multicolumn_sum_to_equal",
+        ),
+        _NUMBERS_ONLY,
+    ),
+}
+_NEEDS = {
+    _TEXT_ONLY: "a string column (it reads values as text)",
+    _ORDERED: "a numeric, date or timestamp column (it compares values with numbers or dates)",
+    _NUMBERS_ONLY: "a numeric column (it does arithmetic on the values)",
+}
+
+
+class SuiteError(ValueError):
+    """A suite that is wrong whatever the data: refused when its pipeline loads, before any work.
+
+    One error for every problem of the suite (`problems`), each naming the expectation, the
+    column and the fix.
+    """
+
+    def __init__(self, suite: str, problems: list[str], pipeline: str | None = None) -> None:
+        self.suite, self.problems, self.pipeline = suite, list(problems), pipeline
+        owner = f" (pipeline {pipeline})" if pipeline else ""
+        count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
+        listed = "\n".join(f"  - {Path(suite).name}: {problem}" for problem in problems)
+        super().__init__(
+            f"suite {suite}{owner} does not fit its contract ({count}); nothing was run. "
+            f"Fix the suite and the pipeline loads again:\n{listed}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable, as exceptions crossing processes must be
+        return (type(self), (self.suite, self.problems, self.pipeline))
+
+
+def type_class(spark_type: str) -> str | None:
+    """The class of a contract's column type that expectations care about (None: another type)."""
+    name = _type_name(spark_type)
+    if name == "string":
+        return TEXT
+    if name in _NUMERIC or name.startswith("decimal("):
+        return NUMBER
+    if name in ("date", "timestamp", "timestamp_ntz"):
+        return TIME
+    return BOOL if name == "boolean" else None
+
+
+def _did_you_mean(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, sorted(choices), n=2, cutoff=0.6)
+    # A runner-up about as close as the best is named too: the closest type to a typo can
+    # be its opposite (`..._to_be_not_null`: `..._to_be_null`, then `..._to_not_be_null`).
+    ratio = [difflib.SequenceMatcher(None, name, c).ratio() for c in close]
+    close = [c for c, r in zip(close, ratio, strict=True) if r >= ratio[0] - 0.05]
+    return f"did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def _required_column_kwargs(kind: str) -> tuple[str, ...]:
+    """The column kwargs an expectation type cannot go without (GX 1.x, by its family)."""
+    if kind.startswith("expect_column_pair_"):
+        return ("column_A", "column_B")
+    if kind.startswith("expect_column_"):
+        return ("column",)
+    if kind.startswith(("expect_compound_columns_", "expect_multicolumn_", "expect_select_column_")):
+        return ("column_list",)
+    return {
+        "expect_table_columns_to_match_ordered_list": ("column_list",),
+        "expect_table_columns_to_match_set": ("column_set",),
+    }.get(kind, ())
+
+
+def _contract_problems(raw: Any, grain: Grain | None, merged: bool) -> tuple[list[str], dict[str, str] | None]:
+    """The contract's own problems, and its columns (None: unusable)."""
+    if not isinstance(raw, dict):
+        return ["meta.contract is missing: declare the table's columns and types there"], None
+    problems, columns = [], raw.get("columns")
+    if not isinstance(columns, dict) or not columns or not all(isinstance(t, str) for t in columns.values()):
+        problems.append('meta.contract.columns must map each column to its type, e.g. {"id": "string"}')
+        columns = None
+    if isinstance(raw.get("version"), bool) or not isinstance(raw.get("version"), int):
+        problems.append(f"meta.contract.version must be a whole number (1 for a new table), not {raw.get('version')!r}")
+    policy = raw.get("on_added_column", "block")
+    if policy not in ADDED_COLUMN_POLICIES:
+        problems.append(f"meta.contract.on_added_column {policy!r} must be 'block' or 'allow'")
+    if columns is None or grain is None:
+        return problems, columns
+    # The partition column against the pipeline's grain (until now checked at stage, once Spark was up).
+    column = raw.get("partition_column")
+    if column is None:
+        if not merged:
+            problems.append(
+                "meta.contract has no partition_column; only a merged pipeline (Pipeline(merge=Merge(...))) "
+                "writes an unpartitioned table"
+            )
+    elif column not in columns:
+        hint = _did_you_mean(str(column), columns) or f"the contract's columns are: {', '.join(columns)}"
+        problems.append(f"meta.contract.partition_column {column!r} is not in the contract's columns; {hint}")
+    elif _type_name(columns[column]) != grain.column_type:
+        problems.append(
+            f"partition column {column!r} is {columns[column]!r}, but {'an' if grain.name == 'hourly' else 'a'} "
+            f"{grain.name} pipeline's partition column must be {grain.column_type!r}"
+        )
+    return problems, columns
+
+
+def _expectation_problems(where: str, kind: str, kwargs: dict[str, Any], columns: dict[str, str]) -> list[str]:
+    problems = []
+    named: list[tuple[str, Any]] = [(key, kwargs[key]) for key in _COLUMN_KWARGS if key in kwargs]
+    for key in _COLUMN_LIST_KWARGS:
+        if key not in kwargs:
+            continue
+        if isinstance(kwargs[key], list) and kwargs[key]:
+            named += [(f"{key}[{n}]", value) for n, value in enumerate(kwargs[key])]
+        else:
+            problems.append(f"{where}: kwargs.{key} must be a non-empty list of column names")
+    for key in _required_column_kwargs(kind):
+        if key not in kwargs:
+            problems.append(f"{where}: kwargs.{key} is missing: name the column(s) it checks")
+    needs = COLUMN_TYPE_RULES.get(kind)
+    for key, column in named:
+        if not isinstance(column, str):
+            problems.append(f"{where}: {key} must be a column name, not {column!r}")
+        elif column not in columns:
+            hint = _did_you_mean(column, columns) or f"the contract's columns are: {', '.join(columns)}"
+            problems.append(f"{where}: {key} {column!r} is not a column of the contract; {hint}")
+        elif needs is not None and (found := type_class(columns[column])) is not None and found not in needs:
+            problems.append(
+                f"{where}: column {column!r} is {columns[column]}, but this expectation needs {_NEEDS[needs]}"
+            )
+    return problems
+
+
+def suite_problems(
+    suite: Any, *, grain: Grain | None = None, merged: bool = False, named: dict[str, str] | None = None
+) -> list[str]:
+    """Everything wrong with a suite whatever the data, checked against its own contract.
+
+    Each expectation: a GX 1.x type, every column it names in the contract, of a type it
+    can check (`COLUMN_TYPE_RULES`), `meta.severity` blocking or warning. The contract:
+    columns, version, added-column policy, and (given the pipeline's `grain`) a partition
+    column of the grain's type, absent only for a `merged` pipeline. `named`: more columns
+    the pipeline names, by what names them (e.g. a merge key).
+    """
+    if not isinstance(suite, dict):
+        return ["a suite must be a JSON object with meta.contract and expectations"]
+    meta = suite.get("meta") if isinstance(suite.get("meta"), dict) else {}
+    problems, columns = _contract_problems(meta.get("contract"), grain, merged)
+    for what, column in (named or {}).items():
+        if columns is not None and column not in columns:
+            hint = _did_you_mean(column, columns) or f"the contract's columns are: {', '.join(columns)}"
+            problems.append(f"{what} {column!r} is not a column of the contract; {hint}")
+    volume = meta.get("volume")
+    if isinstance(volume, dict) and volume.get("severity", BLOCKING) not in SEVERITIES:
+        problems.append(f"meta.volume.severity {volume['severity']!r} must be 'blocking' or 'warning'")
+    expectations = suite.get("expectations")
+    if not isinstance(expectations, list):
+        return [*problems, "expectations must be a list (it may be empty)"]
+    for n, expectation in enumerate(expectations):
+        kind = expectation.get("type") if isinstance(expectation, dict) else None
+        where = f"expectations[{n}] {kind}"
+        if not isinstance(kind, str):
+            problems.append(f'expectations[{n}] has no type: each expectation is {{"type": ..., "kwargs": {{...}}}}')
+            continue
+        if kind not in GX_TYPES:
+            hint = _did_you_mean(kind, GX_TYPES) or "see https://greatexpectations.io/expectations/"
+            problems.append(f"expectations[{n}]: unknown expectation type {kind!r} (not a GX 1.x type); {hint}")
+            continue
+        kwargs, own = expectation.get("kwargs", {}), expectation.get("meta", {})
+        if not isinstance(kwargs, dict) or not isinstance(own, dict):
+            problems.append(f"{where}: kwargs and meta must be JSON objects")
+            continue
+        if columns is not None:
+            problems += _expectation_problems(where, kind, kwargs, columns)
+        severity = own.get("severity", BLOCKING)
+        if severity not in SEVERITIES:
+            hint = _did_you_mean(str(severity), SEVERITIES) or "the default is 'blocking'"
+            problems.append(f"{where}: meta.severity {severity!r} must be 'blocking' or 'warning'; {hint}")
+    return problems
+
+
+def check_suite(
+    name: str,
+    *,
+    grain: Grain | None = None,
+    merged: bool = False,
+    named: dict[str, str] | None = None,
+    pipeline: str | None = None,
+    directory: str | Path | None = None,
+) -> Contract:
+    """Read the suite `name` and check it (`suite_problems`); its contract, or `SuiteError` naming every problem."""
+    path = Path(directory or load_settings().expectations_dir) / name
+    shown = str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+    try:
+        suite = load_suite(name, directory)
+    except FileNotFoundError:
+        raise SuiteError(shown, ["no such file (suites are read from WAP_EXPECTATIONS_DIR)"], pipeline) from None
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+        raise SuiteError(shown, [f"cannot be read as JSON: {exc}"], pipeline) from None
+    problems = suite_problems(suite, grain=grain, merged=merged, named=named)
+    if problems:
+        raise SuiteError(shown, problems, pipeline)
+    return load_contract(suite)
 
 
 def check_contract(df: DataFrame, contract: Contract) -> list[Finding]:

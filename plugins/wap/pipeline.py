@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wap import lineage
@@ -49,11 +50,25 @@ class Pipeline:
     grain: Grain = DAILY  # one partition = a UTC day, or an hour (wap.partition.HOURLY)
     merge: Merge | None = None  # None: each run replaces its partition of the table
 
+    def __post_init__(self) -> None:
+        # Check the suite against its contract now, at DAG import (JSON only, no GX, no Spark):
+        # a column typo is then an import error in Airflow, not a day staged and quarantined.
+        self.contract  # noqa: B018
+
     @cached_property
     def contract(self) -> Contract:
+        """The suite's contract, once the suite is checked against it and this pipeline (`check`)."""
+        return self.check()
+
+    def check(self) -> Contract:
+        """Check the suite against its contract and this pipeline now (`audit.check_suite`): its
+        contract, or `audit.SuiteError` listing every problem."""
         from wap import audit
 
-        return audit.load_contract(audit.load_suite(self.suite))
+        named = {"Merge.key": self.merge.key, "Merge.newest": self.merge.newest} if self.merge else None
+        return audit.check_suite(
+            self.suite, grain=self.grain, merged=self.merge is not None, named=named, pipeline=self.name
+        )
 
     @property
     def partition_column(self) -> str | None:
@@ -74,19 +89,39 @@ class Pipeline:
 
 
 def find_pipeline(name: str) -> Pipeline:
-    """The pipeline called `name`, as declared by a DAG file (for command-line tools)."""
-    import importlib.util
+    """The pipeline called `name`, as declared by a DAG file (for command-line tools).
+
+    A DAG file whose pipeline's suite is refused (`audit.SuiteError`) does not load: its
+    error is raised if it is the pipeline asked for, else named if `name` is not found.
+    """
+    from wap.audit import SuiteError
 
     folder = load_settings().dags_dir
-    known = []
+    known, refused = [], []
     for path in sorted(folder.glob("*.py")):
-        spec = importlib.util.spec_from_file_location(f"wap_dag_{path.stem}", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        for value in vars(module).values():
-            if isinstance(value, Pipeline):
-                if value.name == name:
-                    return value
-                known.append(value.name)
-    raise LookupError(f"no pipeline {name!r} is declared in {folder}; known: {', '.join(sorted(known)) or 'none'}")
+        try:
+            pipelines = declared_in(path)
+        except SuiteError as exc:
+            if exc.pipeline == name:
+                raise
+            refused.append(f"{path.name} (pipeline {exc.pipeline}: its suite {exc.suite} is refused)")
+            continue
+        for value in pipelines:
+            if value.name == name:
+                return value
+            known.append(value.name)
+    unloaded = f"; not loaded: {', '.join(refused)}" if refused else ""
+    raise LookupError(
+        f"no pipeline {name!r} is declared in {folder}; known: {', '.join(sorted(known)) or 'none'}{unloaded}"
+    )
+
+
+def declared_in(path: Path) -> list[Pipeline]:
+    """The pipelines a DAG file declares at module level (the file is imported anew)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"wap_dag_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [value for value in vars(module).values() if isinstance(value, Pipeline)]
