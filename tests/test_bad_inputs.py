@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +49,8 @@ class Case:
     conf: dict[str, Any] = field(default_factory=dict)
     pipeline: str = "silver_orders"
     empty_next_day: bool = False  # also remove the next day's folder (no late records either)
+    also: str = ""  # more text the error must contain
+    absent: str = ""  # text that must appear in no ledger row (e.g. a linked file's content)
 
 
 # ---------------------------------------------------------------- writing a bad day
@@ -124,6 +128,25 @@ def latin1_line(events: list[dict]) -> tuple[bytes, int]:
 
 def malformed_lines(events: list[dict]) -> tuple[str, int]:
     return jsonl(events) + '{"event_id": "E-cut", "order_id": "O-20240104-00001", "event_ts": "2024-01-04T1\n', 1
+
+
+def joined(events: list[dict], n: int, between: str) -> str:
+    """The day's events, the first `n` of them on one line."""
+    return between.join(json.dumps(e) for e in events[:n]) + "\n" + jsonl(events[n:])
+
+
+def land_in(subfolder: Path, events: list[dict]) -> int:
+    """Half the day's events in the day's folder, the rest in a subfolder of it."""
+    write(subfolder.parent, "orders.jsonl", jsonl(events[::2]))
+    subfolder.mkdir()
+    write(subfolder, "orders.jsonl", jsonl(events[1::2]))
+    return 0
+
+
+def link_out(folder: Path, events: list[dict], name: str, target: Path) -> int:
+    write(folder, "orders.jsonl", jsonl(events))
+    (folder / name).symlink_to(target)
+    return 0
 
 
 def sql_without_group_by(sql: str) -> str:
@@ -250,14 +273,14 @@ CASES = [
         "a string where a number belongs",
         "blocked",
         ("source: rejected records",),
-        "malformed record: a field missing or not of its declared type",
+        "amount: not of its declared type decimal(12,2)",
         land=land_events(lambda ev: edit(ev, lambda e: e["amount"] is not None, amount="12.50 EUR"), rejects=True),
     ),
     Case(
         "unparseable timestamps",
         "blocked",
         ("source: rejected records",),
-        "malformed record",
+        "event_ts: not a timestamp",
         land=land_events(lambda ev: edit(ev, first_orders(5), event_ts="04/01/2024 10:00"), rejects=True),
     ),
     Case(
@@ -290,13 +313,12 @@ CASES = [
         land=land_text(lambda ev: in_latin1(ev, first_orders(10))),
     ),
     Case(
-        # Spark's JSON reader decodes each UTF-16 line; the stray second byte of the last
-        # newline is a line of its own: one counted reject, the same rows as the UTF-8 file.
+        # Spark's JSON reader would decode each UTF-16 line on its own guess, its text reader
+        # not at all: the feed is UTF-8, so the file is refused by name.
         "a UTF-16 file",
-        "warned",
-        ("source: rejected records",),
-        "unparseable record: 1",
-        land=land_text(lambda ev: (jsonl(ev).encode("utf-16"), 1)),
+        "refused",
+        message="orders.jsonl is UTF-16 text, not the UTF-8 text its name says",
+        land=land_text(lambda ev: (jsonl(ev).encode("utf-16"), 0)),
     ),
     Case(
         "one line in Latin-1 (within the tolerated share)",
@@ -325,6 +347,143 @@ CASES = [
         ("expect_column_value_lengths_to_be_between(customer_id)",),
         land=land_events(lambda ev: edit(ev, first_orders(1), customer_id="C" * 1_000_000)),
     ),
+    # -- a value of another JSON kind in a declared field (Spark's reader would take it as text)
+    *[
+        Case(
+            f"{what} in a text field",
+            "blocked",
+            ("source: rejected records",),
+            "customer_id: not of its declared type string",
+            land=land_events(lambda ev, v=value: edit(ev, first_orders(4), customer_id=v), rejects=True),
+        )
+        for what, value in (("an object", {"id": 7}), ("an array", ["C-1"]), ("a number", 12345), ("a boolean", True))
+    ],
+    Case(
+        "an object in a text field, once (within the tolerated share)",
+        "warned",
+        ("source: rejected records",),
+        "customer_id: not of its declared type string: 1",
+        land=land_events(lambda ev: edit(ev, first_orders(1), customer_id={"id": 7}), rejects=True),
+    ),
+    Case(
+        "a number written as a string",
+        "blocked",
+        ("source: rejected records",),
+        "amount: not of its declared type decimal(12,2)",
+        land=land_events(lambda ev: edit(ev, lambda e: e["amount"] is not None, amount="12.50"), rejects=True),
+    ),
+    Case(
+        "an amount past its decimal places (would be rounded)",
+        "blocked",
+        ("source: rejected records",),
+        "amount: does not fit decimal(12,2)",
+        land=land_events(lambda ev: edit(ev, lambda e: e["amount"] is not None, amount=12.345), rejects=True),
+    ),
+    Case(
+        "epoch seconds for a timestamp",
+        "blocked",
+        ("source: rejected records",),
+        "event_ts: not of its declared type timestamp",
+        land=land_events(lambda ev: edit(ev, first_orders(5), event_ts=1704362400), rejects=True),
+    ),
+    # -- records that would be lost without a trace
+    Case(
+        "several records on one line (no newlines between them)",
+        "blocked",
+        ("source: rejected records",),
+        "more than one JSON value on the line (one record per line): 1",
+        land=land_text(lambda ev: (joined(ev, 5, ""), 1)),
+    ),
+    Case(
+        "records on one line separated by commas",
+        "blocked",
+        ("source: rejected records",),
+        "more than one JSON value on the line (one record per line): 1",
+        land=land_text(lambda ev: (joined(ev, 2, ","), 1)),
+    ),
+    Case(
+        "a record with text after it on its line",
+        "blocked",
+        ("source: rejected records",),
+        "more than one JSON value on the line (one record per line): 1",
+        land=land_text(lambda ev: (jsonl(ev[1:]) + json.dumps(ev[0]) + " EOF\n", 1)),
+    ),
+    Case(
+        "a JSON array of records on one line",
+        "blocked",
+        ("source: rejected records",),
+        "not a JSON object: 1",
+        land=land_text(lambda ev: (jsonl(ev[3:]) + json.dumps(ev[:3]) + "\n", 1)),
+    ),
+    Case(
+        "a file in a subfolder of the day",
+        "refused",
+        message="holds a folder 'replay': landed files must lie directly in the partition's folder",
+        land=lambda folder, ev: land_in(folder / "replay", ev),
+    ),
+    Case(
+        "a Hive-style subfolder (Spark would fail on its directory structure)",
+        "refused",
+        message="holds a folder 'source=replay'",
+        land=lambda folder, ev: land_in(folder / "source=replay", ev),
+    ),
+    Case(
+        "a gzip-compressed file named .json",
+        "refused",
+        message="orders.json is gzip, not the UTF-8 text its name says: name it orders.json.gz",
+        land=land_text(lambda ev: (gzip.compress(jsonl(ev).encode()), 0), "orders.json"),
+    ),
+    Case(
+        "a gzip-compressed file named .gz (read, every record counted)",
+        "warned",
+        land=land_text(lambda ev: (gzip.compress(jsonl(ev).encode()), 0), "orders.jsonl.gz"),
+    ),
+    Case(
+        "a byte order mark and Windows line ends",
+        "warned",
+        land=land_text(lambda ev: (b"\xef\xbb\xbf" + jsonl(ev).replace("\n", "\r\n").encode(), 0)),
+    ),
+    Case(
+        "a Parquet file in a JSON feed",
+        "refused",
+        message="orders.jsonl is Parquet",
+        land=land_text(lambda ev: (b"PAR1" + b"\x15\x00" * 20, 0)),
+    ),
+    # -- the landing folder is a boundary
+    Case(
+        "a link to /etc/passwd in the day's folder",
+        "refused",
+        message="passwd.jsonl is a link to a place outside the landing folder",
+        land=lambda folder, ev: link_out(folder, ev, "passwd.jsonl", Path("/etc/passwd")),
+        absent="root:",
+    ),
+    Case(
+        "a link to a folder outside the landing folder",
+        "refused",
+        message="etc is a link to a place outside the landing folder",
+        land=lambda folder, ev: link_out(folder, ev, "etc", Path("/etc")),
+        absent="root:",
+    ),
+    Case(
+        "a named pipe in the day's folder (a reader would wait forever)",
+        "refused",
+        message="orders.fifo is not a regular file",
+        land=lambda folder, ev: (write(folder, "orders.jsonl", jsonl(ev)), os.mkfifo(folder / "orders.fifo"), 0)[-1],
+    ),
+    # -- errors that retrying cannot fix fail at once, with Spark's whole message
+    Case(
+        "a misspelt column in the SQL",
+        "refused",
+        message="Did you mean",
+        sql=sql_replace("max(currency)", "max(curency)"),
+        also="UNRESOLVED_COLUMN",
+    ),
+    Case(
+        "a syntax error in the SQL",
+        "refused",
+        message="PARSE_SYNTAX_ERROR",
+        sql=sql_replace("count(*)                                           AS event_count", "count(*) AS AS x"),
+    ),
     Case("a partition that is not a date", "refused", message="'yesterday'", conf={"partition": "yesterday"}),
     Case("a partition that tries path traversal", "refused", message="../", conf={"partition": "../../etc/passwd"}),
     Case(
@@ -332,6 +491,33 @@ CASES = [
         "refused",
         message="2024-01-04' OR '1'='1",
         conf={"partition": "2024-01-04' OR '1'='1"},
+    ),
+    Case(
+        "a partition past the calendar",
+        "refused",
+        message="outside the supported calendar",
+        conf={"partition": "9999-12-31"},
+    ),
+    Case(
+        "a partition before the calendar",
+        "refused",
+        message="outside the supported calendar",
+        conf={"partition": "0001-01-01"},
+    ),
+    Case(
+        "a partition in fullwidth digits", "refused", message="ASCII digits", conf={"partition": "２０２４-０１-０４"}
+    ),
+    Case(
+        "a partition with SQL after it",
+        "refused",
+        message="must be a daily partition",
+        conf={"partition": "2024-01-05;DROP TABLE x"},
+    ),
+    Case(
+        "a month that does not exist",
+        "refused",
+        message="is not a real calendar date",
+        conf={"partition": "2024-13-01"},
     ),
     Case(
         "nulls in a column whose check is a warning",
@@ -407,7 +593,7 @@ def sql_variant(case: Case, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input(case: Case, published: Path, landed: Path, dags, tmp_path, caplog, monkeypatch):
+def test_bad_input(case: Case, published: Path, landed: Path, dags, tmp_path, caplog, capfd, monkeypatch):
     from wap.ledger import Ledger
 
     assert len(CASES) >= 20
@@ -436,7 +622,10 @@ def test_bad_input(case: Case, published: Path, landed: Path, dags, tmp_path, ca
             states = {"dag": "not started", "error": str(exc)}
         after = live_files()
         rows = Ledger().rows(case.pipeline)[seen:]
-        check_outcome(case, states, rows, before, after, caplog.text)
+        task_log = "".join(capfd.readouterr())  # dag.test prints each task's log
+        check_outcome(case, states, rows, before, after, caplog.text + task_log)
+        if case.absent:
+            assert case.absent not in json.dumps(rows, default=str), "something behind a link was read"
         if case.land and case.outcome != "refused":
             check_nothing_dropped(rows[0], [folder, next_folder], expected_rejects)
     finally:
@@ -458,8 +647,12 @@ def check_outcome(case: Case, states: dict, rows: list[dict], before: dict, afte
     elif case.outcome == "refused":
         said = " ".join([states.get("error", ""), log, *(r["error"] or "" for r in rows)])
         assert case.message in said, said[-3000:]
+        assert case.also in said, said[-3000:]
         assert all(r["status"] == "failed" for r in rows)
         assert all(states.get(t) != "up_for_retry" for t in ("stage", "audit")), "a data failure must not be retried"
+        assert all(states.get("_tries", {}).get(t, 0) <= 1 for t in ("stage", "audit")), "retried"
+        if rows:  # the ledger keeps the whole message, not its first line
+            assert case.message in rows[0]["error"] and case.also in rows[0]["error"]
     else:
         assert states["dag"] == "success", states
         (row,) = rows
@@ -475,7 +668,8 @@ def check_outcome(case: Case, states: dict, rows: list[dict], before: dict, afte
 
 def count_records(path: Path) -> int:
     """Non-blank lines, split at newline bytes as Spark does (after a CSV file's header)."""
-    lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    lines = [line for line in data.split(b"\n") if line.strip()]
     return len(lines) - (1 if path.suffix == ".csv" and lines else 0)
 
 

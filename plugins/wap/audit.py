@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 BLOCKING, WARNING = "blocking", "warning"
 SAMPLE_VALUES = 5
+SAMPLE_CHARS = 300  # of one sample value kept in the ledger (a 1 MB string is a sample, not a copy)
 # Names of the gate's own checks (GX expectations are named by their type).
 PRESENT, TYPED, ADDED = "contract: column present", "contract: column type", "contract: no added columns"
 VOLUME, REJECTS = "volume: rows vs recent partitions", "source: rejected records"
@@ -637,7 +638,7 @@ def run_suite(df: DataFrame, expectations: list[dict[str, Any]], *, known_failed
                 observed=result.get("observed_value"),
                 unexpected_count=result.get("unexpected_count"),
                 unexpected_percent=result.get("unexpected_percent"),
-                sample=list(result.get("partial_unexpected_list") or [])[:SAMPLE_VALUES],
+                sample=[bounded(v) for v in list(result.get("partial_unexpected_list") or [])[:SAMPLE_VALUES]],
                 message=f"expectation raised: {error}" if error else "",
             )
         )
@@ -756,6 +757,14 @@ def evaluate(
     others = [e for i, e in enumerate(expectations) if i not in compiled]
     findings = run_suite(df, failed, known_failed=True) + run_suite(df, others)
     return findings, {name: values[name] for name in also or {}}
+
+
+def bounded(value: Any) -> Any:
+    """A sample value as kept in the ledger: long text cut, saying how long it was."""
+    text = value if isinstance(value, str) else None
+    if text is None or len(text) <= SAMPLE_CHARS:
+        return value
+    return f"{text[:SAMPLE_CHARS]}... ({len(text)} characters)"
 
 
 def _raised(exception_info: Any) -> str | None:

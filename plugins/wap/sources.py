@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import reduce
+from operator import and_, or_
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wap.partition import Partition, grain_of, key_of
@@ -27,13 +30,206 @@ class SourceMissingError(RuntimeError):
 
 
 class BadSourceError(ValueError):
-    """A landed file the pipeline cannot read at all (e.g. a CSV header that is not the declared one)."""
+    """Landed files the pipeline refuses to read (a layout, link, compression or header it
+    cannot take): retrying cannot help; the message names the file and what to do."""
 
 
 # Columns `LandedFiles.read` adds to the declared ones.
 REJECT, OWN, FILE, RECORD, LATE = "_reject", "_own", "_file", "_record", "_late_for"
 _CORRUPT = "_corrupt_record"
 SAMPLE_REJECTS = 5
+# A line holding several JSON values, or an array, hides an unknown number of records: it
+# blocks the run whatever the source's tolerated share (the share counts lines).
+SEVERAL, NOT_OBJECT = "more than one JSON value on the line (one record per line)", "not a JSON object"
+HIDES_RECORDS = (SEVERAL, NOT_OBJECT)
+
+# What the first bytes of a file say it is. Spark's text readers decompress only by the
+# file's suffix, so a compressed file with another name would be read as garbage text.
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+    (b"\xff\x06\x00\x00sNaPpY", "snappy"),
+    (b"PK\x03\x04", "zip"),
+    (b"7z\xbc\xaf\x27\x1c", "7z"),
+    (b"PAR1", "Parquet"),
+    (b"\xff\xfe", "UTF-16 text"),
+    (b"\xfe\xff", "UTF-16 text"),
+)
+_SUFFIX_CODEC = {".gz": "gzip", ".bz2": "bzip2"}  # what Spark decompresses, by suffix
+_PEEK = 4096
+
+
+def _is_marker(name: str) -> bool:
+    """Names starting with `_` or `.` (`_SUCCESS`, `.part`, checksums) are not data: never read."""
+    return name.startswith(("_", "."))
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def landed_files(root: Path, folders: list[Path]) -> list[Path]:
+    """The data files of a partition's landing folders, checked before anything reads them.
+
+    `root` is the dataset's landing folder (`<landing>/<dataset>`), the boundary: a link that
+    leads outside it is refused, and nothing of its target is read. A partition folder holds
+    files only: a subfolder is refused (its files would otherwise be skipped in silence, or
+    break Spark's partition discovery); so are files that are not regular files (a FIFO
+    would block the reader), compressed files whose name does not say so, compressions Spark
+    cannot read, and files that are not UTF-8 text. Markers (`_`/`.` names) are skipped.
+    """
+    boundary = root.resolve()
+    found = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        if not _within(folder.resolve(), boundary):
+            raise BadSourceError(f"{folder} is a link out of the landing folder {root}: it is not read")
+        for entry in sorted(folder.iterdir()):
+            if _is_marker(entry.name):
+                continue
+            real = entry.resolve()
+            if entry.is_symlink() and not _within(real, boundary):
+                raise BadSourceError(
+                    f"{entry} is a link to a place outside the landing folder {root}: links out of the landing "
+                    "folder are not read. Land the file itself in the partition's folder."
+                )
+            if real.is_dir():
+                raise BadSourceError(
+                    f"{folder} holds a folder {entry.name!r}: landed files must lie directly in the partition's "
+                    f"folder (subfolders are not read). Move its files up into {folder.name}/, or out of the landing "
+                    "folder if they are not this partition's data."
+                )
+            if not real.is_file():
+                raise BadSourceError(f"{entry} is not a regular file (a pipe, socket or device): it is not read")
+            _check_content(entry)
+            found.append(entry)
+    return found
+
+
+def _check_content(path: Path) -> None:
+    """Refuse a file whose bytes Spark would read as something it is not."""
+    with path.open("rb") as handle:
+        head = handle.read(_PEEK)
+    kind = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+    named = _SUFFIX_CODEC.get(path.suffix.lower())
+    if named is not None:
+        if head and kind != named:
+            raise BadSourceError(f"{path} is named {path.suffix} but is not {named}-compressed: rename or re-land it")
+        return
+    if kind is not None:
+        if kind in _SUFFIX_CODEC.values():
+            fix = f"name it {path.name}{next(s for s, c in _SUFFIX_CODEC.items() if c == kind)}"
+        else:
+            fix = "land it uncompressed, or as .gz or .bz2, as JSON lines or CSV text in UTF-8"
+        raise BadSourceError(f"{path} is {kind}, not the UTF-8 text its name says: {fix}")
+    if b"\x00" in head:
+        raise BadSourceError(f"{path} holds NUL bytes: binary, or UTF-16/32 text, not UTF-8 text; re-land it as UTF-8")
+
+
+def _json_type_checks(fields: list[Any], value: Any) -> tuple[list[Any], Any, list[tuple[Any, str]]]:
+    """Each declared field's value from a JSON line, which lines to check for JSON kinds, and
+    the reasons a value cannot be converted.
+
+    Spark's JSON parser turns any JSON value into text for a STRING field, truncates a
+    timestamp to a DATE, reads a number as a TIMESTAMP (epoch seconds), rounds a DECIMAL,
+    takes a string of digits for a DECIMAL or DOUBLE, and reads only the first of several
+    objects on one line. So fields are parsed with types that keep what was written (times
+    as text, decimals at full scale) and converted here, and a cheap test picks the lines
+    that may hold a value of another JSON kind; only those are parsed again as VARIANT
+    (exact JSON kinds) to decide.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DateType, DecimalType, TimestampNTZType, TimestampType
+
+    reasons: list[tuple[Any, str]] = []
+    columns = []
+    # Which lines are parsed again for their kinds: those whose shape or values may hide one
+    # (a line not starting with an object, text after a closing brace, an escaped name).
+    suspect = F.regexp_like(value, F.lit(r"^\s*[^\s{]|\}\s*[^\s,\}\]]|\}\s*,\s*\{")) | (F.instr(value, "\\u") > 0)
+    for f in fields:
+        raw, kind = F.col(f"_parsed.{f.name}"), None
+        if isinstance(f.dataType, (TimestampType, TimestampNTZType)):
+            converted = F.expr(f"try_cast(`_parsed`.`{f.name}` AS {f.dataType.simpleString()})")
+            reasons.append((raw.isNotNull() & converted.isNull(), f"{f.name}: not a {f.dataType.simpleString()}"))
+            suspect = suspect | F.regexp_like(raw, F.lit(r"^-?[0-9.]+$|^(true|false)$|^[\[{]"))
+        elif isinstance(f.dataType, DateType):
+            converted = F.expr(f"try_cast(`_parsed`.`{f.name}` AS DATE)")
+            shaped = F.regexp_like(raw, F.lit(r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}\s*$"))
+            reasons.append((raw.isNotNull() & (converted.isNull() | ~shaped), f"{f.name}: not a date (YYYY-MM-DD)"))
+        elif isinstance(f.dataType, DecimalType):
+            converted = F.expr(f"try_cast(`_parsed`.`{f.name}` AS {f.dataType.simpleString()})")
+            reasons.append((raw.isNotNull() & (converted.isNull() | (converted != raw)), _fit(f)))
+            kind = r'"\s*:\s*"'  # a string given for a number
+        else:
+            converted = raw
+            if f.dataType.typeName() == "string":
+                # What another kind looks like as text: an object, an array, a number, true or false.
+                looks = F.substring(raw, 1, 1).isin(*"{[-0123456789") | raw.isin("true", "false")
+                suspect = suspect | F.coalesce(looks, F.lit(False))
+            elif f.dataType.typeName() in ("double", "float"):
+                kind = r'"\s*:\s*"'
+        if kind is not None:
+            suspect = suspect | F.regexp_like(value, F.lit('"' + re.escape(f.name) + kind))
+        columns.append(converted.alias(f.name))
+    return columns, suspect, reasons
+
+
+def _fit(f: Any) -> str:
+    return f"{f.name}: does not fit {f.dataType.simpleString()} (rounded or out of range)"
+
+
+# The JSON kinds (VARIANT type names) each declared type takes; null fits every type.
+_KINDS = {
+    "string": r"STRING",
+    "boolean": r"BOOLEAN",
+    "integral": r"(TINYINT|SMALLINT|INT|BIGINT|DECIMAL\(\d+,0\))",
+    "fractional": r"(TINYINT|SMALLINT|INT|BIGINT|DECIMAL\(\d+,\d+\)|FLOAT|DOUBLE)",
+    "time": r"STRING",
+    "array": r"ARRAY<.*>",
+    "object": r"OBJECT<.*>",
+}
+
+
+def _kind_class(data_type: Any) -> str:
+    name = data_type.typeName()
+    if name in ("byte", "short", "integer", "long"):
+        return "integral"
+    if name in ("float", "double", "decimal"):
+        return "fractional"
+    if name in ("date", "timestamp", "timestamp_ntz"):
+        return "time"
+    if name == "array":
+        return "array"
+    if name in ("struct", "map"):
+        return "object"
+    return name if name in _KINDS else "string"
+
+
+def _kind_reasons(fields: list[Any], line: Any) -> list[tuple[Any, str]]:
+    """On a suspect line: the line as exact JSON (VARIANT), one object, each field of its kind."""
+    from pyspark.sql import functions as F
+
+    wrapped = F.try_parse_json(F.concat(F.lit("["), line, F.lit("]")))  # one value: one item of an array
+    single = F.try_parse_json(line)  # parses the first of several values, like Spark's reader
+    several = single.isNotNull() & (wrapped.isNull() | F.try_variant_get(wrapped, "$[1]", "variant").isNotNull())
+    found = [
+        (several, SEVERAL),
+        (~F.startswith(F.ltrim(line), F.lit("{")) & single.isNotNull(), NOT_OBJECT),
+    ]
+    for f in fields:
+        value = F.try_variant_get(single, f"$['{f.name}']", "variant")
+        kind = F.schema_of_variant(value)
+        given = single.isNotNull() & kind.isNotNull() & (kind != "VOID")
+        of_kind = F.regexp_like(kind, F.lit(f"^{_KINDS[_kind_class(f.dataType)]}$"))
+        found.append((given & ~of_kind, f"{f.name}: not of its declared type {f.dataType.simpleString()}"))
+        if _kind_class(f.dataType) in ("integral", "fractional", "array", "object"):  # times: the conversions
+            fits = F.try_variant_get(single, f"$['{f.name}']", f.dataType.simpleString()).isNotNull()
+            found.append((given & ~fits, f"{f.name}: does not fit {f.dataType.simpleString()} (out of range?)"))
+    return found
 
 
 @dataclass(frozen=True)
@@ -43,6 +239,14 @@ class LandedFiles:
 
     Records can land late: the run for partition P also reads the next `late_folders`
     folders and the SQL keeps the records that belong to P.
+
+    JSON lines: one object per line; each declared field must hold a value of its JSON kind
+    (a string for STRING, DATE and TIMESTAMP, a number for numbers, true/false for
+    BOOLEAN, an array or object for ARRAY/STRUCT/MAP) that fits the type exactly (no
+    rounding, no overflow); else the record is a reject, "not of its declared type".
+    `coerce=True` takes a value of another kind as Spark's JSON reader converts it instead
+    (any value as its text in a STRING field, a number written as a string in a number
+    field): for feeds known to need it. Values must still fit (no rounding, real times).
     """
 
     dataset: str
@@ -51,6 +255,7 @@ class LandedFiles:
     late_folders: int = 1
     event_time: str | None = None  # a record in folder F must have this time in [F - late_folders, end of F)
     max_rejected_share: float = 0.0  # rejects tolerated in the partition's own folder (0.01 = 1%)
+    coerce: bool = False  # JSON: convert values of other kinds as Spark does, instead of rejecting them
 
     @property
     def view(self) -> str:
@@ -73,50 +278,27 @@ class LandedFiles:
     def read(self, spark: SparkSession, partition: Partition) -> DataFrame:
         """Every record of the partition's folders: the declared columns, plus `_reject` (why
         the record cannot be used, or null), `_own` (it landed in the partition's own
-        folder), `_file` and `_record` (the raw text of a record that did not parse)."""
-        from functools import reduce
-        from operator import and_, or_
-        from pathlib import Path
-
+        folder), `_file` and `_record` (the record's text as landed)."""
         from pyspark.sql import functions as F
 
-        present = [folder for folder in self.folders(partition) if Path(folder).is_dir()]
-        if not present:
+        root = load_settings().landing_dir / self.dataset
+        files = landed_files(root, [Path(folder) for folder in self.folders(partition)])
+        if not files:
             return spark.createDataFrame(
                 [], f"{self.schema}, {REJECT} STRING, {OWN} BOOLEAN, {FILE} STRING, {RECORD} STRING, {LATE} STRING"
             )
-        reader = (
-            spark.read.schema(f"{self.schema}, {_CORRUPT} STRING")
-            .option("mode", "PERMISSIVE")
-            .option("columnNameOfCorruptRecord", _CORRUPT)
-        )
+        paths = [str(path) for path in files]
         if self.format == "csv":
-            # Check the header against the declared names instead of trusting column order.
-            reader = reader.option("header", "true").option("enforceSchema", "false")
-        frame = reader.format(self.format).load(present)
-        declared = [c for c in frame.columns if c != _CORRUPT]
+            frame, declared, reasons, record = self._read_csv(spark, paths)
+        else:
+            frame, declared, reasons, record = self._read_json(spark, paths)
         grain = grain_of(partition)
         # Keys compare as text: ISO keys of one grain sort as their times do.
         own_key = F.lit(grain.key(partition))
-        landed_on = F.regexp_extract(F.col("_metadata.file_path"), r"/dt=(\d{4}-\d{2}-\d{2}(?:T\d{2})?)/", 1)
-        texts = [F.col(_CORRUPT)] + [
-            F.col(f.name) for f in frame.schema.fields if f.name != _CORRUPT and f.dataType.typeName() == "string"
-        ]
-        # First matching reason wins. Text that is not UTF-8 is kept as invalid bytes (JSON)
-        # or decoded to U+FFFD (CSV); Spark sets the corrupt-record column for a line that does not parse and
-        # for a value that does not fit its type (keeping the fields that do).
-        reason = (
-            F.when(
-                reduce(
-                    or_, [F.coalesce(~F.is_valid_utf8(c) | (F.instr(c, "\ufffd") > 0), F.lit(False)) for c in texts]
-                ),
-                "text is not UTF-8",
-            )
-            .when(
-                F.col(_CORRUPT).isNotNull() & reduce(and_, [F.col(c).isNull() for c in declared]), "unparseable record"
-            )
-            .when(F.col(_CORRUPT).isNotNull(), "malformed record: a field missing or not of its declared type")
-        )
+        landed_on = F.regexp_extract(F.col(FILE), r"/dt=(\d{4}-\d{2}-\d{2}(?:T\d{2})?)/", 1)
+        reason = F.lit(None).cast("string")
+        for when, why in reversed(reasons):  # the first matching reason wins
+            reason = F.when(when, F.lit(why)).otherwise(reason)
         late_for = F.lit(None).cast("string")
         if self.event_time:
             happened_in = F.date_format(F.col(self.event_time), grain.spark_key_format)  # its partition's key
@@ -125,9 +307,12 @@ class LandedFiles:
                 - F.expr(f"INTERVAL {self.late_folders} {grain.unit}"),
                 grain.spark_key_format,
             )
-            reason = reason.when(happened_in.isNull(), F.lit(f"no {self.event_time}")).when(
-                (happened_in > landed_on) | (happened_in < earliest),
-                F.lit(f"{self.event_time} outside the folder's landing window"),
+            reason = F.coalesce(
+                reason,
+                F.when(happened_in.isNull(), F.lit(f"no {self.event_time}")).when(
+                    (happened_in > landed_on) | (happened_in < earliest),
+                    F.lit(f"{self.event_time} outside the folder's landing window"),
+                ),
             )
             # A usable record in this partition's folder that happened in an earlier partition:
             # late data for that partition, which was published without it (see `Intake.late`).
@@ -136,10 +321,84 @@ class LandedFiles:
             *declared,
             reason.alias(REJECT),
             (landed_on == own_key).alias(OWN),
-            F.col("_metadata.file_path").alias(FILE),
-            F.col(_CORRUPT).alias(RECORD),
+            F.col(FILE),
+            record.alias(RECORD),
             late_for.alias(LATE),
         )
+
+    def _read_json(self, spark: SparkSession, paths: list[str]) -> tuple[DataFrame, list[str], list, Any]:
+        """JSON lines read as text, then parsed: the line is kept, and kinds can be checked."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import DateType, DecimalType, StringType, StructField, StructType, TimestampType
+
+        fields = list(spark.createDataFrame([], self.schema).schema.fields)  # the declared schema, parsed
+        declared = [f.name for f in fields]
+        lines = (
+            spark.read.text(paths)
+            .select(F.regexp_replace("value", "^\ufeff", "").alias("value"), F.col("_metadata.file_path").alias(FILE))
+            .where(F.trim("value") != "")  # blank lines are not records
+        )
+        # Parsed with types that keep what was written: times as text, decimals at full scale.
+        kept = []
+        for f in fields:
+            if isinstance(f.dataType, (DateType, TimestampType)) or f.dataType.typeName() == "timestamp_ntz":
+                kept.append(StructField(f.name, StringType()))
+            elif isinstance(f.dataType, DecimalType) and f.dataType.precision - f.dataType.scale <= 20:
+                kept.append(StructField(f.name, DecimalType(38, 18)))
+            else:
+                kept.append(f)
+        parse_as = StructType([*kept, StructField(_CORRUPT, StringType())])
+        options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+        line = F.col("value")
+        parsed = lines.select(line, F.col(FILE), F.from_json(line, parse_as, options).alias("_parsed"))
+        corrupt = F.col(f"_parsed.{_CORRUPT}")
+        values, suspect, conversions = _json_type_checks(fields, line)
+        all_null = reduce(and_, [F.col(f"_parsed.{name}").isNull() for name in declared])
+        reasons: list[tuple[Any, str]] = [
+            (~F.is_valid_utf8(line) | (F.instr(line, "\ufffd") > 0), "text is not UTF-8"),
+        ]
+        if not self.coerce:
+            kinds = _kind_reasons(fields, line)
+            reasons += [(F.coalesce((suspect | corrupt.isNotNull()) & when, F.lit(False)), why) for when, why in kinds]
+        reasons += [
+            (corrupt.isNotNull() & all_null, "unparseable record"),
+            (corrupt.isNotNull(), "malformed record: a field missing or not of its declared type"),
+            *conversions,
+        ]
+        frame = parsed.select("value", FILE, "_parsed", *values)
+        return frame, declared, reasons, line
+
+    def _read_csv(self, spark: SparkSession, paths: list[str]) -> tuple[DataFrame, list[str], list, Any]:
+        from pyspark.sql import functions as F
+
+        # Check the header against the declared names instead of trusting column order.
+        frame = (
+            spark.read.schema(f"{self.schema}, {_CORRUPT} STRING")
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", _CORRUPT)
+            .option("header", "true")
+            .option("enforceSchema", "false")
+            .csv(paths)
+        )
+        frame = frame.withColumn(FILE, F.col("_metadata.file_path"))
+        declared = [c for c in frame.columns if c not in (_CORRUPT, FILE)]
+        texts = [F.col(_CORRUPT)] + [
+            F.col(f.name) for f in frame.schema.fields if f.name in declared and f.dataType.typeName() == "string"
+        ]
+        # Text that is not UTF-8 is decoded to U+FFFD; Spark sets the corrupt-record column for
+        # a line that does not parse and for a value that does not fit its type.
+        reasons = [
+            (
+                reduce(
+                    or_, [F.coalesce(~F.is_valid_utf8(c) | (F.instr(c, "\ufffd") > 0), F.lit(False)) for c in texts]
+                ),
+                "text is not UTF-8",
+            ),
+            (F.col(_CORRUPT).isNotNull() & reduce(and_, [F.col(c).isNull() for c in declared]), "unparseable record"),
+            (F.col(_CORRUPT).isNotNull(), "malformed record: a field missing or not of its declared type"),
+        ]
+        shown = F.coalesce(F.col(_CORRUPT), F.concat_ws(",", *[F.col(c).cast("string") for c in declared]))
+        return frame, declared, reasons, shown
 
 
 @dataclass(frozen=True)
@@ -266,7 +525,9 @@ class Intake:
 
     @property
     def too_many(self) -> bool:
-        return self.rejected_total > 0 and self.share > self.max_rejected_share
+        return self.rejected_total > 0 and (
+            self.share > self.max_rejected_share or any(reason in self.rejected for reason in HIDES_RECORDS)
+        )
 
 
 def take_in(spark: SparkSession, source: Source, partition: Partition) -> tuple[DataFrame, DataFrame | None, Intake]:
@@ -295,11 +556,13 @@ def take_in(spark: SparkSession, source: Source, partition: Partition) -> tuple[
         if late_for is not None:
             late[late_for] = count
     sample = []
-    if rejected:
-        shown = F.coalesce(F.col(RECORD), F.to_json(F.struct(*[c for c in frame.columns if not c.startswith("_")])))
+    if rejected:  # a few rejects, each cut (`audit.bounded`): the whole records are in the rejects files
+        from wap.audit import bounded
+
+        picked = rejects.select(FILE, REJECT, F.coalesce(F.col(RECORD), F.lit("")).alias(RECORD))
         sample = [
-            {"file": r[FILE], "reason": r[REJECT], "record": r["record"][:300]}
-            for r in rejects.select(FILE, REJECT, shown.alias("record")).limit(SAMPLE_REJECTS).collect()
+            {"file": r[FILE], "reason": r[REJECT], "record": bounded(r[RECORD])}
+            for r in picked.limit(SAMPLE_REJECTS).collect()
         ]
     intake = Intake(
         source=source.view,

@@ -1,0 +1,276 @@
+"""Landed files as a boundary: every record is read, or rejected with a reason, or the file
+is refused by name; nothing outside the landing folder is read because of what is in it.
+
+These run `sources.take_in` (the stage's reader) on files written here, with a real Spark
+session. The pipeline-level cases (the outcome of a run, published data unchanged) are in
+`test_bad_inputs.py`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import datetime as dt
+import decimal
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+DAY = dt.date(2024, 1, 4)
+SCHEMA = (
+    "s STRING, b BOOLEAN, i INT, l BIGINT, m DECIMAL(12,2), x DOUBLE, t TIMESTAMP, d DATE, "
+    "a ARRAY<STRING>, o STRUCT<id: INT>"
+)
+GOOD = {
+    "s": "x",
+    "b": True,
+    "i": 1,
+    "l": 2,
+    "m": 1.5,
+    "x": 1,
+    "t": "2024-01-04T10:00:00Z",
+    "d": "2024-01-04",
+    "a": ["q"],
+    "o": {"id": 1},
+}
+
+
+@pytest.fixture()
+def landing(data_dir: Path, request) -> Path:
+    """An empty landing folder for the dataset `k`, its day's folder made."""
+    import shutil
+
+    root = data_dir / "landing" / f"k{abs(hash(request.node.name)) % 10**8}"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / f"dt={DAY}").mkdir(parents=True)
+    return root
+
+
+def source(root: Path, **options):
+    from wap.sources import LandedFiles
+
+    return LandedFiles(dataset=root.name, schema=SCHEMA, late_folders=0, **options)
+
+
+def take(spark, root: Path, **options):
+    from wap.sources import take_in
+
+    return take_in(spark, source(root, **options), DAY)
+
+
+def reasons_by_line(spark, root: Path, **options) -> dict[str, str | None]:
+    rows = source(root, **options).read(spark, DAY).collect()
+    return {r["_record"]: r["_reject"] for r in rows}
+
+
+def land(root: Path, lines: list[str], name: str = "a.jsonl") -> Path:
+    path = root / f"dt={DAY}" / name
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+class Raw(str):
+    """JSON text written as it is (json.dumps would normalise it)."""
+
+
+def line_with(n: int, field: str, value: object) -> str:
+    text = str(value) if isinstance(value, Raw) else json.dumps(value)
+    return f'{{"s": "row-{n}", "{field}": {text}}}' if field != "s" else f'{{"s": {text}}}'
+
+
+# (declared field, JSON value, reason or None when accepted)
+KINDS = [
+    ("s", {"id": 7}, "s: not of its declared type string"),
+    ("s", ["C-1"], "s: not of its declared type string"),
+    ("s", 12345, "s: not of its declared type string"),
+    ("s", True, "s: not of its declared type string"),
+    ("s", -1.5, "s: not of its declared type string"),
+    ("s", "12345", None),
+    ("s", "true", None),
+    ("s", "{not json}", None),
+    ("s", "fred", None),
+    ("s", None, None),
+    ("b", 1, "b: not of its declared type boolean"),
+    ("b", "true", "b: not of its declared type boolean"),
+    ("b", False, None),
+    ("i", "12", "i: not of its declared type int"),
+    ("i", 1.5, "i: not of its declared type int"),
+    ("i", 3_000_000_000, "i: does not fit int (out of range?)"),
+    ("i", -5, None),
+    ("l", Raw("1e2"), "l: not of its declared type bigint"),
+    ("l", 100.0, "malformed record: a field missing or not of its declared type"),  # Spark's reader refuses it
+    ("l", 2**62, None),
+    ("m", "12.34", "m: not of its declared type decimal(12,2)"),
+    ("m", 12.345, "m: does not fit decimal(12,2) (rounded or out of range)"),
+    ("m", [1], "m: not of its declared type decimal(12,2)"),
+    ("m", 1e20, "m: does not fit decimal(12,2) (out of range?)"),
+    ("m", 12, None),
+    ("m", 12.3, None),
+    ("x", "1.5", "x: not of its declared type double"),
+    ("x", "NaN", "x: not of its declared type double"),
+    ("x", -1.5e3, None),
+    ("t", 1704067200, "t: not of its declared type timestamp"),
+    ("t", True, "t: not of its declared type timestamp"),
+    ("t", "04/01/2024", "t: not a timestamp"),
+    ("t", "2024-01-04T10:00:00+05:00", None),
+    ("d", "2024-01-04T10:00:00Z", "d: not a date (YYYY-MM-DD)"),
+    ("d", 20240104, "d: not a date (YYYY-MM-DD)"),
+    ("d", "2024-01-04", None),
+    ("a", "x", "a: not of its declared type array<string>"),
+    ("a", ["y"], None),
+    ("o", [1], "o: not of its declared type struct<id:int>"),
+    ("o", {"id": 2}, None),
+]
+
+
+def test_a_value_of_another_json_kind_is_a_reject_naming_the_field(spark, landing):
+    lines = [line_with(n, field, value) for n, (field, value, _) in enumerate(KINDS)]
+    land(landing, lines)
+    found = reasons_by_line(spark, landing)
+    assert [found[line] for line in lines] == [reason for *_, reason in KINDS]
+    usable, _, intake = take(spark, landing)
+    expected = sum(1 for *_, reason in KINDS if reason)
+    assert intake.records == len(KINDS) and intake.rejected_total == expected
+    assert usable.count() == len(KINDS) - expected
+    # Accepted values keep what was written: no rounding, no truncation of a time.
+    kept = {r["s"]: r for r in usable.collect()}
+    assert kept[f"row-{KINDS.index(('m', 12.3, None))}"]["m"] == decimal.Decimal("12.30")
+    assert kept[f"row-{KINDS.index(('t', '2024-01-04T10:00:00+05:00', None))}"]["t"] == dt.datetime(2024, 1, 4, 5)
+
+
+def test_coerce_takes_values_as_spark_converts_them(spark, landing):
+    lines = [json.dumps({"s": 12345}), json.dumps({"s": {"id": 7}}), json.dumps({"m": "12.34"})]
+    land(landing, lines)
+    usable, _, intake = take(spark, landing, coerce=True)
+    assert intake.rejected_total == 0
+    assert sorted(str(r["s"]) for r in usable.collect()) == ["12345", "None", '{"id":7}']
+
+
+def test_several_records_on_one_line_are_one_reject_holding_them_all(spark, landing):
+    many = "".join(json.dumps({**GOOD, "s": f"r{n}"}) for n in range(20_000))
+    lines = [
+        json.dumps(GOOD),
+        many,
+        json.dumps(GOOD) + "," + json.dumps(GOOD),
+        json.dumps(GOOD) + " trailing text",
+        json.dumps([GOOD]),
+        '"just a string"',
+        "null",
+    ]
+    land(landing, lines)
+    found = reasons_by_line(spark, landing)
+    several = "more than one JSON value on the line (one record per line)"
+    assert [found[line] for line in lines] == [None, several, several, several] + ["not a JSON object"] * 3
+    _, rejects, intake = take(spark, landing)
+    assert intake.records == len(lines) and intake.rejected_total == len(lines) - 1
+    kept = [r["_record"] for r in rejects.collect()]
+    assert many in kept  # the whole line, all 20,000 records, is kept with its reason
+    assert all(len(s["record"]) <= 400 for s in intake.sample), "samples are bounded"
+
+
+def test_blank_lines_crlf_and_a_utf8_byte_order_mark(spark, landing):
+    path = landing / f"dt={DAY}" / "a.jsonl"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\r\n\r\n   \n" + json.dumps(GOOD).encode() + b"\r\n"
+    )
+    usable, _, intake = take(spark, landing)
+    assert (intake.records, intake.rejected_total, usable.count()) == (2, 0, 2)
+
+
+def refused(spark, root: Path, **options) -> str:
+    from wap.sources import BadSourceError
+
+    with pytest.raises(BadSourceError) as caught:
+        take(spark, root, **options)
+    return str(caught.value)
+
+
+def test_a_subfolder_is_refused_by_name(spark, landing):
+    land(landing, [json.dumps(GOOD)])
+    for sub in ("replay", "source=replay"):  # the second is Hive-style: Spark would fail on it
+        folder = landing / f"dt={DAY}" / sub
+        folder.mkdir()
+        (folder / "b.jsonl").write_text(json.dumps(GOOD) + "\n")
+        message = refused(spark, landing)
+        assert f"holds a folder '{sub}'" in message and "subfolders are not read" in message
+        (folder / "b.jsonl").unlink()
+        folder.rmdir()
+    hidden = landing / f"dt={DAY}" / "_temporary"  # markers and hidden names are not data
+    hidden.mkdir()
+    assert take(spark, landing)[2].records == 1
+
+
+def test_compressed_files_are_read_by_content_or_refused_by_name(spark, landing):
+    records = [json.dumps({**GOOD, "s": f"r{n}"}) for n in range(5)]
+    day = landing / f"dt={DAY}"
+    (day / "a.jsonl.gz").write_bytes(gzip.compress("\n".join(records).encode() + b"\n"))
+    (day / "b.jsonl.bz2").write_bytes(bz2.compress("\n".join(records).encode() + b"\n"))
+    _, _, intake = take(spark, landing)
+    assert (intake.records, intake.rejected_total) == (10, 0)  # named for their codec: decompressed
+
+    (day / "c.json").write_bytes(gzip.compress(b"\n".join(r.encode() for r in records)))
+    message = refused(spark, landing)
+    assert "c.json is gzip, not the UTF-8 text its name says: name it c.json.gz" in message
+    (day / "c.json").unlink()
+
+    (day / "d.json.gz").write_text(records[0] + "\n")
+    assert "d.json.gz is named .gz but is not gzip-compressed" in refused(spark, landing)
+    (day / "d.json.gz").unlink()
+
+    (day / "e.jsonl").write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 20)  # zstd, which Spark cannot read here
+    assert "e.jsonl is zstd" in refused(spark, landing)
+    (day / "e.jsonl").unlink()
+
+
+def test_utf16_and_binary_files_are_refused_by_name(spark, landing):
+    day = landing / f"dt={DAY}"
+    (day / "a.jsonl").write_bytes((json.dumps(GOOD) + "\n").encode("utf-16"))
+    assert "a.jsonl is UTF-16 text" in refused(spark, landing)
+    (day / "a.jsonl").write_bytes((json.dumps(GOOD) + "\n").encode("utf-16-le"))  # no byte order mark
+    assert "a.jsonl holds NUL bytes" in refused(spark, landing)
+
+
+def test_links_out_of_the_landing_folder_are_refused_and_nothing_of_them_is_read(spark, landing, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text('{"s": "TOP-SECRET-LINE"}\n')
+    day = landing / f"dt={DAY}"
+    land(landing, [json.dumps(GOOD)])
+    (day / "passwd.jsonl").symlink_to("/etc/passwd")
+    message = refused(spark, landing)
+    assert "passwd.jsonl is a link to a place outside the landing folder" in message
+    assert "root:" not in message
+    (day / "passwd.jsonl").unlink()
+
+    (day / "s.jsonl").symlink_to(secret)
+    message = refused(spark, landing)
+    assert "s.jsonl is a link" in message and "TOP-SECRET" not in message and str(secret) not in message
+    (day / "s.jsonl").unlink()
+
+    (day / "elsewhere").symlink_to(tmp_path, target_is_directory=True)  # a folder link out
+    assert "elsewhere is a link" in refused(spark, landing)
+    (day / "elsewhere").unlink()
+
+    # A link that stays inside the dataset's landing folder is read like the file itself.
+    other = landing / "shared"
+    other.mkdir()
+    (other / "b.jsonl").write_text(json.dumps(GOOD) + "\n")
+    (day / "b.jsonl").symlink_to(other / "b.jsonl")
+    assert take(spark, landing)[2].records == 2
+
+
+def test_the_partition_folder_itself_linked_out_is_refused(spark, landing, tmp_path):
+    import shutil
+
+    day = landing / f"dt={DAY}"
+    shutil.rmtree(day)
+    (tmp_path / "x.jsonl").write_text(json.dumps(GOOD) + "\n")
+    day.symlink_to(tmp_path, target_is_directory=True)
+    assert "is a link out of the landing folder" in refused(spark, landing)
+
+
+def test_a_named_pipe_is_refused_without_blocking(spark, landing):
+    land(landing, [json.dumps(GOOD)])
+    os.mkfifo(landing / f"dt={DAY}" / "pipe.jsonl")
+    assert "pipe.jsonl is not a regular file" in refused(spark, landing)
