@@ -125,3 +125,36 @@ def test_hostile_partition_param_is_rejected_before_any_work(dags):
     else:
         assert states["resolve_partition"] == "failed"
         assert states["stage"] != "success"
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("２０２４-０１-０５", "ASCII digits"),  # fullwidth digits
+        ("٢٠٢٤-٠١-٠٥", "ASCII digits"),  # Arabic-Indic digits
+        ("2024-01-05;DROP TABLE x", "must be a daily partition written YYYY-MM-DD"),
+        ("0001-01-01", "outside the supported calendar: partitions are from 1900-01-01 to 2999-12-31"),
+        ("9999-12-31", "outside the supported calendar"),
+        ("1899-12-31", "outside the supported calendar"),
+        ("3000-01-01", "outside the supported calendar"),
+        ("2023-02-29", "is not a real calendar date (written YYYY-MM-DD, UTC)"),
+    ],
+)
+def test_the_calendar_is_bounded_and_digits_are_ascii(value, said):
+    with pytest.raises(PartitionError) as caught:
+        parse_partition(value)
+    assert said in str(caught.value)
+
+
+def test_the_calendar_edges_work_through_a_partition_s_window_and_lineage():
+    """The first and last partitions of the calendar: their windows (the lineage facet's) compute."""
+    from wap import lineage
+    from wap.partition import DAILY, HOURLY
+
+    for grain, first, last in ((DAILY, "1900-01-01", "2999-12-31"), (HOURLY, "1900-01-01T00", "2999-12-31T23")):
+        for key in (first, last):
+            start, end = grain.window(grain.parse(key))
+            assert end - start == grain.step
+            assert lineage.partition_facet("silver.orders", "order_date", grain.parse(key)) is not None
+    with pytest.raises(PartitionError, match="outside the supported calendar"):
+        resolve_partition({"logical_date": dt.datetime(9999, 12, 31, tzinfo=dt.UTC)})

@@ -1,6 +1,6 @@
 """Look at what happened: the run ledger and each table's live partitions.
 
-python -m wap.cli ledger [--pipeline silver_orders] [--partition 2024-01-03]
+python -m wap.cli ledger [--pipeline silver_orders] [--partition 2024-01-03] [--details]
 python -m wap.cli partitions silver.orders
 python -m wap.cli tables
 python -m wap.cli quarantine list|show|release|discard ...   (see wap.quarantine)
@@ -50,14 +50,31 @@ LEDGER_COLUMNS = (
 )
 
 
-def show_ledger(pipeline: str | None = None, partition: str | None = None) -> str:
+def show_ledger(pipeline: str | None = None, partition: str | None = None, details: bool = False) -> str:
+    """The ledger as a table (errors cut to a line), or with `details` every row in full."""
     rows = Ledger().rows(pipeline, partition)
+    if details:
+        return "\n\n".join(_row_in_full(row) for row in rows) or "(no rows)"
+    cut = False
     for row in rows:
         if row.get("finished_at"):
             row["finished_at"] = row["finished_at"].strftime("%Y-%m-%d %H:%M:%S")
         if row.get("error"):
-            row["error"] = row["error"].splitlines()[0][:60]
-    return render(rows, LEDGER_COLUMNS)
+            short = row["error"].splitlines()[0][:60]
+            cut, row["error"] = cut or short != row["error"], short
+    hint = "\n(errors cut to fit: --details shows every row in full)" if cut else ""
+    return render(rows, LEDGER_COLUMNS) + hint
+
+
+def _row_in_full(row: dict[str, Any]) -> str:
+    import json
+
+    lines = [f"{key}: {row[key]}" for key in row if key not in ("error", "details") and row[key] is not None]
+    if row.get("error"):
+        lines.append("error:\n  " + row["error"].replace("\n", "\n  "))
+    if row.get("details"):
+        lines.append("details:\n  " + json.dumps(json.loads(row["details"]), indent=2).replace("\n", "\n  "))
+    return "\n".join(lines)
 
 
 def show_partitions(identifier: str) -> str:
@@ -120,17 +137,26 @@ def plan_command(args: argparse.Namespace) -> str:
 def run_command(args: argparse.Namespace) -> int:
     """Run a DAG embedded for each partition from --from to --to; 0 if every run succeeded."""
     from wap.embedded import prepare_airflow, run_dag
-    from wap.partition import from_key, grain_of
+    from wap.pipeline import declared_in
 
+    path = load_settings().dags_dir / f"{args.dag_id}.py"
     try:
-        first, last = from_key(args.start), from_key(args.end or args.start)
-    except ValueError as exc:
+        # The keys are read at the grain of the DAG's own pipeline, and validated before anything runs.
+        declared = declared_in(path) if path.is_file() else []
+        if not declared:
+            raise LookupError(f"no DAG file {path} declaring a pipeline")
+        grain = declared[0].grain
+        first = grain.parse(args.start, source="--from")
+        last = grain.parse(args.end or args.start, source="--to")
+        if last < first:
+            raise ValueError(f"--to {grain.key(last)} is before --from {grain.key(first)}")
+    except (LookupError, ValueError) as exc:
         print(f"error: {exc}")
         return 1
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the runs' outcomes, not Airflow's chatter
     prepare_airflow(load_settings().data_dir)
     failed = 0
-    for value in grain_of(first).between(first, last):
+    for value in grain.between(first, last):
         state = run_dag(args.dag_id, key_of(value))
         print(f"{args.dag_id} {key_of(value)}: {state}", flush=True)
         failed += "success" not in state
@@ -197,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ledger = commands.add_parser("ledger", help="ledger rows, one per attempt")
     ledger.add_argument("--pipeline")
     ledger.add_argument("--partition")
+    ledger.add_argument("--details", action="store_true", help="every row in full: the whole error, the details")
     partitions = commands.add_parser("partitions", help="a table's live partitions")
     partitions.add_argument("table", nargs="?", help="e.g. silver.orders (default: every table)")
     commands.add_parser("tables", help="tables and where they are")
@@ -265,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.exit(1, f"error: {exc}\n")
         return
     if args.command == "ledger":
-        print(show_ledger(args.pipeline, args.partition))
+        print(show_ledger(args.pipeline, args.partition, args.details))
     elif args.command == "partitions":
         for name in [args.table] if args.table else list_tables():
             print(show_partitions(name), end="\n\n")

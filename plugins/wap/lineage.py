@@ -47,6 +47,37 @@ def table_asset(identifier: str) -> Asset:
     return Asset(name=identifier, uri=f"iceberg://wap/{namespace}/{name}", group="iceberg")
 
 
+def transport_problem() -> str | None:
+    """Make sure the configured OpenLineage file transport can write its file; else say why.
+
+    The provider's file transport does not create its folder: with a fresh data folder every
+    event fails to write and every run succeeds with no lineage, saying so only at debug
+    level. So the folder is made wherever these DAGs load, and what cannot be fixed is said.
+    """
+    import json
+    import os
+
+    from airflow.configuration import conf
+
+    text = conf.get("openlineage", "transport", fallback="") or ""
+    try:
+        transport = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return f"OpenLineage transport {text[:200]!r} is not JSON: no lineage events are sent"
+    if not isinstance(transport, dict) or transport.get("type") != "file" or not transport.get("log_file_path"):
+        return None
+    folder = Path(transport["log_file_path"]).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return (
+            f"OpenLineage events cannot be written to {transport['log_file_path']}: {exc}; this run's lineage is lost"
+        )
+    if not os.access(folder, os.W_OK):
+        return f"OpenLineage events cannot be written to {folder} (not writable); this run's lineage is lost"
+    return None
+
+
 # ------------------------------------------------------------------ what a task records
 _recorded: dict[str, Any] = {}
 

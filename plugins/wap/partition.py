@@ -28,6 +28,12 @@ class PartitionError(ValueError):
     """The run has no partition, or the value given is not a valid one."""
 
 
+# The calendar a partition may fall in (inclusive). Beyond it, Airflow's timetables and date
+# arithmetic (a partition's end, the late-data lookback) overflow or misbehave: a key such as
+# 0001-01-01 or 9999-12-31 is a typo or a probe, refused before any work.
+FIRST_YEAR, LAST_YEAR = 1900, 2999
+
+
 @dataclass(frozen=True)
 class Grain:
     """What one partition of a pipeline is, and how its values are written and read.
@@ -52,28 +58,42 @@ class Grain:
         )
 
     def parse(self, value: object, *, source: str = "partition") -> Partition:
-        """Validate a partition value (text, date or datetime) and return it; `PartitionError` otherwise."""
+        """Validate a partition value (text, date or datetime) and return it; `PartitionError` otherwise.
+
+        The one validation of a partition: the resolver, the CLI and the planner all call it."""
         if isinstance(value, dt.datetime):
-            return self.floor(value)
+            return self._in_calendar(self.floor(value), source)
         if isinstance(value, dt.date):
             if self is HOURLY:
                 raise PartitionError(f"{source} must be an hour ({self.form}, UTC), got the date {value}")
-            return value
+            return self._in_calendar(value, source)
         found = self.pattern.fullmatch(value) if isinstance(value, str) else None
         if not found:
             shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
             raise PartitionError(
-                f"{source} must be a {self.name} partition as {self.form}, got {shown}. {self.how_to_pass}"
+                f"{source} must be a {self.name} partition written {self.form} (ASCII digits, UTC), got {shown}. "
+                f"{self.how_to_pass}"
             )
         key = found.group(1)
         try:
             if self is DAILY:
-                return dt.date.fromisoformat(key)
-            return dt.datetime.strptime(key, "%Y-%m-%dT%H").replace(tzinfo=dt.UTC)
-        except ValueError as exc:
+                parsed: Partition = dt.date.fromisoformat(key)
+            else:
+                parsed = dt.datetime.strptime(key, "%Y-%m-%dT%H").replace(tzinfo=dt.UTC)
+        except ValueError:
             raise PartitionError(
-                f"{source} {value!r} is not a real calendar {'date' if self is DAILY else 'hour'}: {exc}"
+                f"{source} {value!r} is not a real calendar {'date' if self is DAILY else 'hour'} "
+                f"(written {self.form}, UTC)"
             ) from None
+        return self._in_calendar(parsed, source)
+
+    def _in_calendar(self, partition: Partition, source: str) -> Partition:
+        if not FIRST_YEAR <= partition.year <= LAST_YEAR:
+            raise PartitionError(
+                f"{source} {self.key(partition)} is outside the supported calendar: partitions are from "
+                f"{FIRST_YEAR}-01-01 to {LAST_YEAR}-12-31"
+            )
+        return partition
 
     def floor(self, moment: dt.datetime) -> Partition:
         """The partition a moment falls in (naive moments are taken as UTC)."""
@@ -114,7 +134,7 @@ DAILY = Grain(
     name="daily",
     step=dt.timedelta(days=1),
     # A partition key may also be a midnight timestamp (CronPartitionTimetable's default key format).
-    pattern=re.compile(r"(\d{4}-\d{2}-\d{2})(?:T00:00:00(?:Z|\+00:00)?)?"),
+    pattern=re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(?:T00:00:00(?:Z|\+00:00)?)?"),
     form="YYYY-MM-DD",
     column_type="date",
     unit="DAY",
@@ -123,7 +143,7 @@ DAILY = Grain(
 HOURLY = Grain(
     name="hourly",
     step=dt.timedelta(hours=1),
-    pattern=re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2})(?::00(?::00)?)?(?:Z|\+00:00)?"),
+    pattern=re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2})(?::00(?::00)?)?(?:Z|\+00:00)?"),
     form="YYYY-MM-DDTHH",
     column_type="timestamp",
     unit="HOUR",
@@ -158,7 +178,7 @@ def resolve_partition(context: Mapping[str, Any], grain: Grain = DAILY) -> Parti
 
     logical_date = context.get("logical_date")
     if logical_date is not None:
-        return grain.floor(logical_date)
+        return grain.parse(logical_date, source="logical_date")
 
     raise PartitionError(
         "This run has no partition: no params['partition'], no partition key and no logical date. " + grain.how_to_pass

@@ -77,9 +77,12 @@ def describe(row: dict[str, Any]) -> str:
         "",
         report.summary(),
     ]
-    for finding in report.findings:
-        for sample in finding.sample or []:
-            lines.append(f"    sample of {finding.check}: {str(sample)[:200]}")
+    for finding in report.findings:  # in full: the table above is cut to fit a line
+        lines.append(
+            f"  {finding.severity} {finding.check}({finding.column or ''}): {finding.message or finding.observed}"
+        )
+        for sample in finding.sample or []:  # bounded when stored
+            lines.append(f"    sample: {sample}")
     lines += ["", f"files under {row['staged_path']}:"]
     lines += [f"  data     {f}" for f in held["data"]] or ["  data     (none: the run stopped before staging)"]
     lines += [f"  rejects  {f}" for f in held["rejects"]]

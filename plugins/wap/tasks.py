@@ -32,17 +32,18 @@ from wap import lineage
 from wap import partition as partitions
 from wap.pipeline import Pipeline
 
+# The params carry no format of their own: the resolve task validates the value, once, at
+# the pipeline's grain (`Grain.parse`), and fails the run before any work with a message
+# that says which form it wants.
 PARTITION_PARAM = Param(
     None,
     type=["null", "string"],
-    format="date",
-    title="Partition (YYYY-MM-DD)",
+    title="Partition (YYYY-MM-DD, UTC)",
     description="Process this day instead of the run's own (logical date or partition key).",
 )
 HOURLY_PARTITION_PARAM = Param(
     None,
     type=["null", "string"],
-    pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}$",
     title="Partition (YYYY-MM-DDTHH, UTC)",
     description="Process this hour instead of the run's own (logical date or partition key).",
 )
@@ -153,12 +154,19 @@ def wait_for_data(pipeline: Pipeline, partition: Any) -> list[Any]:
     ]
 
 
+# Where these DAGs load (the DAG processor, and each task's process before its first event),
+# the lineage file transport's folder is made; what cannot be fixed is said in the task log.
+_LINEAGE_PROBLEM = lineage.transport_problem()
+
+
 class _LineageTask(_PythonDecoratedOperator):
     """A TaskFlow task whose body records its datasets and facets (`wap.lineage.record`);
     the OpenLineage provider asks for them when the task completes or fails."""
 
     def execute(self, context: Any) -> Any:
         lineage.begin()
+        if problem := _LINEAGE_PROBLEM or lineage.transport_problem():
+            self.log.warning("%s", problem)
         return super().execute(context)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
