@@ -274,3 +274,15 @@ def test_a_named_pipe_is_refused_without_blocking(spark, landing):
     land(landing, [json.dumps(GOOD)])
     os.mkfifo(landing / f"dt={DAY}" / "pipe.jsonl")
     assert "pipe.jsonl is not a regular file" in refused(spark, landing)
+
+
+def test_a_truncated_gzip_file_is_refused_by_name_and_empty_files_are_no_records(spark, landing):
+    day = landing / f"dt={DAY}"
+    (day / "empty.jsonl").write_bytes(b"")
+    (day / "empty.jsonl.gz").write_bytes(b"")
+    whole = gzip.compress("".join(json.dumps({**GOOD, "s": f"r{n}"}) + "\n" for n in range(5000)).encode())
+    (day / "a.jsonl.gz").write_bytes(whole)
+    assert take(spark, landing)[2].records == 5000
+    (day / "a.jsonl.gz").write_bytes(whole[: len(whole) // 2])  # cut off in transfer
+    message = refused(spark, landing)
+    assert "a.jsonl.gz is truncated or corrupt" in message and "re-land the file whole" in message

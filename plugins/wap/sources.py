@@ -578,12 +578,21 @@ def take_in(spark: SparkSession, source: Source, partition: Partition) -> tuple[
 
 
 def _unreadable(exc: Exception, source: LandedFiles) -> Exception:
-    """A clear error for a landed file Spark refuses outright (the rest of its message is a JVM stack)."""
-    import re
+    """A clear error for a landed file Spark refuses outright (the rest of its message is a JVM stack).
 
+    Only what the file's bytes cause is a `BadSourceError` (no retry); other read errors (a
+    network file system's time-out) stay as they are, for a retry.
+    """
     text = str(exc)
     found = re.search(r"((?:CSV header|Number of column in CSV header).*?CSV file: \S+)", text, re.DOTALL)
     if found:
         detail = " ".join(found.group(1).split())
         return BadSourceError(f"{source.dataset}: a landed file does not have the declared columns ({detail})")
+    failed = re.search(r"FAILED_READ_FILE\S*\] Encountered error while reading file (\S+?)\.?\s", text)
+    cause = re.search(r"(EOFException|ZipException|Not in GZIP format|CRC|[Cc]orrupt)[^\n]*", text)
+    if failed and cause:
+        return BadSourceError(
+            f"{failed.group(1)} is truncated or corrupt ({cause.group(0).strip()}): no record of it was used; "
+            "re-land the file whole, then run the partition again"
+        )
     return exc
