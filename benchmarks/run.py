@@ -6,12 +6,17 @@
 Every figure is printed as a ratio against a baseline measured in the same run, and
 written to `<out>/results.json`, `<out>/results.md` and `<out>/publish_sweep.png`.
 Times are medians of `repeats` runs.
+
+Every timed publish commits different content from what is live, and the run fails
+(`NoCommitError`) unless each one made a new snapshot: an unchanged re-run is `skipped`
+(no commit), so repeating identical rows would time something that publishes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -32,6 +37,17 @@ sys.path[:0] = [str(REPO / "plugins"), str(HERE), str(REPO / "dags")]
 from wap.embedded import prepare_airflow  # noqa: E402
 
 DAY = dt.date(2024, 1, 1)
+# Run ids unique to this invocation: a reused --data-dir must not find an earlier run's
+# attempt already published (steps.publish then commits nothing).
+INVOCATION = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+# Content variants of the synthetic rows (synth.silver_rows), a new one per publish in this
+# invocation, so no publish repeats what is live.
+_VARIANTS = itertools.count(1)
+
+
+def fresh_variant() -> int:
+    return next(_VARIANTS)
+
 
 FULL = {
     "sweep": [10_000, 100_000, 1_000_000, 10_000_000],
@@ -65,13 +81,68 @@ TARGETS = {
 }
 
 
-def median_seconds(action: Callable[[int], Any], repeats: int) -> float:
+def median_seconds(
+    action: Callable[[int], Any], repeats: int, check: Callable[[int, Any], None] | None = None
+) -> float:
+    """Median seconds of `action(i)` for i in range(repeats); `check(i, result)` runs untimed after each."""
     times = []
     for i in range(repeats):
         start = time.perf_counter()
-        action(i)
+        result = action(i)
         times.append(time.perf_counter() - start)
+        if check is not None:
+            check(i, result)
     return statistics.median(times)
+
+
+class NoCommitError(RuntimeError):
+    """A timed publish committed nothing (skipped, or found already published): not a publish."""
+
+
+def snapshot_ids(identifier: str) -> set[int]:
+    """Every snapshot id of the table (none if it does not exist yet)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from wap import tables
+
+    try:
+        return {s.snapshot_id for s in tables.load_table(identifier).snapshots()}
+    except NoSuchTableError:
+        return set()
+
+
+class CommitCheck:
+    """Fails the benchmark unless each publish it is shown made a new commit to the table.
+
+    A commit: status `published`, and a snapshot id that the table did not have before and
+    that is now its current snapshot. `committed` lists them, for the results.
+    """
+
+    def __init__(self, identifier: str) -> None:
+        self.identifier = identifier
+        self.seen = snapshot_ids(identifier)
+        self.committed: list[int] = []
+
+    def __call__(self, what: str, status: str, snapshot_id: int | None) -> int:
+        from wap import tables
+
+        current = tables.load_table(self.identifier).current_snapshot()
+        current_id = current and current.snapshot_id
+        if status != "published" or snapshot_id is None or snapshot_id in self.seen or snapshot_id != current_id:
+            raise NoCommitError(
+                f"{what}: status {status!r}, snapshot {snapshot_id} (table {self.identifier} current {current_id}, "
+                f"{'already seen' if snapshot_id in self.seen else 'new'}): a timed publish must commit a new snapshot"
+            )
+        self.seen = snapshot_ids(self.identifier)  # a swap commits two (the delete, then the add)
+        self.committed.append(snapshot_id)
+        return snapshot_id
+
+    def current(self, what: str) -> int:
+        """Check the table's current snapshot: for writers that return no snapshot id (pyiceberg)."""
+        from wap import tables
+
+        current = tables.load_table(self.identifier).current_snapshot()
+        return self(what, "published", current and current.snapshot_id)
 
 
 def say(message: str) -> None:
@@ -92,47 +163,77 @@ def bench_publish_sweep(cfg: dict, spark, pipeline) -> dict:
         # snapshot history), which must not grow along the sweep.
         swap_table = f"bench.swap_{size}"
         table = tables.ensure_table(swap_table, pipeline.contract)
-        df = silver_rows(spark, size, DAY)
+        # Two copies of different content (same keys and sizes): each timed publish puts in
+        # the one that is not live, so every repetition replaces the partition's content.
         copies = [
             staging.write_staged(
-                df, staging.partition_dir(table.location(), "data", "order_date", DAY, f"sweep-{size}-{c}")
+                silver_rows(spark, size, DAY, fresh_variant()),
+                staging.partition_dir(table.location(), "data", "order_date", DAY, f"sweep-{size}-{c}"),
             )
             for c in "ab"
         ]
+        swaps = CommitCheck(swap_table)
 
-        def swap(i: int, copies=copies, swap_table=swap_table) -> None:
-            tables.swap_partition(swap_table, "order_date", DAY, copies[i % 2], {})
+        def swap(i: int, copies=copies, swap_table=swap_table) -> int:
+            return tables.swap_partition(swap_table, "order_date", DAY, copies[(i + 1) % 2], {})
 
-        swap(0)  # the first publish into an empty table is not a swap: not timed
-        publish = median_seconds(swap, cfg["swap_repeats"])
-        staged_dir = copies[0][0].rsplit("/", 1)[0]
+        swaps(f"swap {size:,} rows, first publish", "published", swap(-1))  # into an empty table: not a swap, not timed
+        swaps.committed.clear()
+        publish = median_seconds(
+            swap,
+            cfg["swap_repeats"],
+            lambda i, sid, s=swaps, n=size: s(f"swap {n:,} rows, repetition {i + 1}", "published", sid),
+        )
+        staged_dirs = [c[0].rsplit("/", 1)[0] for c in copies]
         rewrite_dir = f"{tempfile.gettempdir()}/wap-bench-rewrite"
 
-        def spark_rewrite(_: int) -> None:
+        def spark_rewrite(i: int, staged_dirs=staged_dirs) -> None:
             # What a user without a table format does: overwrite the partition's files.
-            spark.read.parquet(staged_dir).write.mode("overwrite").partitionBy("order_date").parquet(rewrite_dir)
+            source = staged_dirs[(i + 1) % 2]  # the same alternation as the swap
+            spark.read.parquet(source).write.mode("overwrite").partitionBy("order_date").parquet(rewrite_dir)
 
         rewrite = median_seconds(spark_rewrite, cfg["repeats"])
 
-        copy_table = tables.ensure_table("bench.copy_" + str(size), pipeline.contract)
-        arrow = None
+        copy_name = f"bench.copy_{size}"
+        copy_table = tables.ensure_table(copy_name, pipeline.contract)
+        arrows = None
         if size <= cfg["upsert_max"] or size <= 1_000_000:
-            arrow = spark.read.parquet(staged_dir).toArrow()
+            arrows = [spark.read.parquet(d).toArrow() for d in staged_dirs]
+        overwrite = upsert = None
+        overwrites = CommitCheck(copy_name)
+        upserts = None
+        if arrows is not None:
 
-        def iceberg_overwrite(_: int) -> None:
-            # pyiceberg writing the rows itself: a copy of the data per publish.
-            copy_table.overwrite(arrow, overwrite_filter=EqualTo("order_date", DAY.isoformat()))
+            def iceberg_overwrite(i: int, arrows=arrows, copy_table=copy_table) -> None:
+                # pyiceberg writing the rows itself: a copy of the data per publish.
+                copy_table.overwrite(arrows[(i + 1) % 2], overwrite_filter=EqualTo("order_date", DAY.isoformat()))
 
-        overwrite = median_seconds(iceberg_overwrite, cfg["repeats"]) if arrow is not None else None
-        upsert = None
-        if size <= cfg["upsert_max"] and arrow is not None:
-            upsert_table = tables.ensure_table("bench.upsert_" + str(size), pipeline.contract)
-            upsert_table.append(arrow)  # staging table already loaded; then the upsert of the same keys
+            iceberg_overwrite(-1)  # like the swap: the first write into an empty table is not timed
+            overwrites.current(f"pyiceberg overwrite {size:,} rows, first write")
+            overwrites.committed.clear()
+            overwrite = median_seconds(
+                iceberg_overwrite,
+                cfg["repeats"],
+                lambda i, _, c=overwrites, n=size: c.current(f"pyiceberg overwrite {n:,} rows, repetition {i + 1}"),
+            )
+        if size <= cfg["upsert_max"] and arrows is not None:
+            upsert_name = f"bench.upsert_{size}"
+            upsert_table = tables.ensure_table(upsert_name, pipeline.contract)
+            upsert_table.append(arrows[0])  # the table already loaded; then upserts of the same keys
+            upserts = CommitCheck(upsert_name)
 
-            def iceberg_upsert(_: int) -> None:
-                upsert_table.upsert(arrow, join_cols=["order_id"])
+            def iceberg_upsert(i: int, arrows=arrows, upsert_table=upsert_table) -> Any:
+                # Every row's amount differs from the live one: each upsert updates all rows
+                # (identical rows would be found unchanged and nothing committed).
+                return upsert_table.upsert(arrows[(i + 1) % 2], join_cols=["order_id"])
 
-            upsert = median_seconds(iceberg_upsert, cfg["repeats"])
+            def upserted(i: int, result: Any, c=upserts, n=size) -> None:
+                what = f"pyiceberg upsert {n:,} rows, repetition {i + 1}"
+                if result.rows_updated != n or result.rows_inserted:
+                    raise NoCommitError(f"{what}: updated {result.rows_updated}, inserted {result.rows_inserted}")
+                c.current(what)
+
+            upsert = median_seconds(iceberg_upsert, cfg["repeats"], upserted)
         sizes = [Path(f.removeprefix("file://")).stat().st_size for f in copies[0]]
         row = {
             "rows": size,
@@ -144,6 +245,12 @@ def bench_publish_sweep(cfg: dict, spark, pipeline) -> dict:
             "file_mb_min": min(sizes) / 2**20,
             "file_mb_max": max(sizes) / 2**20,
             "rows_per_file_max": staging.MAX_RECORDS_PER_FILE,
+            # The snapshot each timed repetition committed (checked new, one per repetition).
+            "commits": {
+                "swap": swaps.committed,
+                "iceberg_overwrite": overwrites.committed if overwrite is not None else [],
+                "iceberg_upsert": upserts.committed if upserts is not None else [],
+            },
         }
         rows_out.append(row)
         say(
@@ -155,31 +262,55 @@ def bench_publish_sweep(cfg: dict, spark, pipeline) -> dict:
 
 
 # ---------------------------------------------------------------- 2 + 3: WAP vs bare write, gate
+def run_wap(pipeline, rows: int, variant: int, run_id: str, try_number: int) -> dict[str, Any]:
+    """One stage + audit + publish of `rows` synthetic rows in content `variant`; publish's result."""
+    from wap import steps
+
+    os.environ["BENCH_SYNTH_ROWS"] = str(rows)
+    os.environ["BENCH_SYNTH_VARIANT"] = str(variant)
+    staged = steps.stage(pipeline, DAY, run_id, try_number)
+    staged = steps.audit(pipeline, staged)
+    return {**steps.publish(pipeline, staged), "run_token": staged.run_token}
+
+
 def bench_wap_vs_bare(cfg: dict, spark, pipeline) -> dict:
     from synth import silver_rows
 
-    from wap import steps
     from wap.ledger import Ledger
 
     results = []
     for size in cfg["wap"]:
-        os.environ["BENCH_SYNTH_ROWS"] = str(size)
         bare_dir = f"{tempfile.gettempdir()}/wap-bench-bare/order_date={DAY}"
-
-        def bare(_: int, size=size) -> None:
-            silver_rows(spark, size, DAY).write.mode("overwrite").parquet(bare_dir)
+        run_id = f"bench-wap-{INVOCATION}-{size}"
+        check = CommitCheck(pipeline.table)
+        # Untimed: publish this size once, so every timed repetition replaces a live partition
+        # of its size (a re-run's swap), in other content than the live one.
+        check(
+            f"write-audit-publish {size:,} rows, untimed first",
+            **published(run_wap(pipeline, size, fresh_variant(), run_id, 1)),
+        )
+        check.committed.clear()
 
         phases: list[dict] = []
-
-        def wap(i: int, size=size) -> None:
-            staged = steps.stage(pipeline, DAY, f"bench-wap-{size}", i + 1)
-            staged = steps.audit(pipeline, staged)
-            steps.publish(pipeline, staged)
-            (row,) = [r for r in Ledger().rows(pipeline.name) if r["run_token"] == staged.run_token]
+        publishes: list[dict] = []
+        bare_times: list[float] = []
+        wap_times: list[float] = []
+        # Interleaved, each repetition in new content (the bare write the same rows): the
+        # other workers on this machine then slow both alike.
+        for i in range(cfg["repeats"]):
+            variant = fresh_variant()
+            start = time.perf_counter()
+            silver_rows(spark, size, DAY, variant).write.mode("overwrite").parquet(bare_dir)
+            bare_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            result = run_wap(pipeline, size, variant, run_id, i + 2)
+            wap_times.append(time.perf_counter() - start)
+            check(f"write-audit-publish {size:,} rows, repetition {i + 1}", **published(result))
+            publishes.append({"status": result["status"], "snapshot_id": result["snapshot_id"]})
+            (row,) = [r for r in Ledger().rows(pipeline.name) if r["run_token"] == result["run_token"]]
             phases.append(json.loads(row["details"]))
-
-        bare_s = median_seconds(bare, cfg["repeats"])
-        wap_s = median_seconds(wap, cfg["repeats"])
+        bare_s = statistics.median(bare_times)
+        wap_s = statistics.median(wap_times)
         # The whole audit step: read the staged files once (cache), count + checksum, checks.
         gate_s = statistics.median(sum(p["seconds_audit"].values()) for p in phases)
         split = {
@@ -196,6 +327,10 @@ def bench_wap_vs_bare(cfg: dict, spark, pipeline) -> dict:
                 "gate_s": gate_s,
                 "gate_rows_per_s": size / gate_s,
                 "split_s": split,
+                # Each repetition's seconds, interleaved: shows how noisy the shared machine was.
+                "bare_write_runs_s": bare_times,
+                "wap_runs_s": wap_times,
+                "publishes": publishes,  # each timed repetition's publish: all `published`, new snapshots
             }
         )
         say(
@@ -203,6 +338,11 @@ def bench_wap_vs_bare(cfg: dict, spark, pipeline) -> dict:
             f"= {wap_s / bare_s:.2f}x; gate {size / gate_s:,.0f} rows/s; split {split}"
         )
     return {"sizes": results}
+
+
+def published(result: dict[str, Any]) -> dict[str, Any]:
+    """`CommitCheck`'s arguments from a `steps.publish` result."""
+    return {"status": result["status"], "snapshot_id": result["snapshot_id"]}
 
 
 # ---------------------------------------------------------------- 4: backfill through Airflow
@@ -267,7 +407,11 @@ def bench_backfill(cfg: dict, spark, data_dir: Path) -> dict:
     # only a client connection.
     cold_total = total + days * 2 * cold_start_s
     connect_total = total + days * 2 * connect_start_s
-    split = {k: statistics.median(d[k] for d in per_day) for k in per_day[0] if k not in ("day", "rows")}
+    split = {
+        k: statistics.median(d[k] for d in per_day)
+        for k in per_day[0]
+        if k not in ("day", "rows", "status", "snapshot_id")
+    }
     say(
         f"  backfill {days} days: {total:.1f}s in Airflow vs single pass {floor_s:.1f}s = {total / floor_s:.2f}x; "
         f"with a cold session per Spark task {cold_total / floor_s:.2f}x (cold start {cold_start_s:.1f}s); "
@@ -293,9 +437,11 @@ def bench_backfill(cfg: dict, spark, data_dir: Path) -> dict:
 def run_backfill(days: int, spent: dict[str, float]) -> list[dict]:
     """Run the silver DAG for each day, as a backfill would; time each run and its phases."""
     from airflow.dag_processing.dagbag import DagBag
+    from silver_orders import ORDERS
 
     from wap.ledger import Ledger
 
+    check = CommitCheck(ORDERS.table)
     per_day = []
     for n in range(days):
         day = DAY + dt.timedelta(days=n)
@@ -306,12 +452,20 @@ def run_backfill(days: int, spent: dict[str, float]) -> list[dict]:
         wall = time.perf_counter() - start
         if "success" not in str(run.state):
             raise RuntimeError(f"backfill day {day} failed: {run.state}")
-        row = [r for r in Ledger().rows("silver_orders", day.isoformat()) if r["status"] == "published"][-1]
+        # This run's own attempt, not an earlier run's: it must have committed (a skipped
+        # day would be a backfill that published nothing).
+        mine = [r for r in Ledger().rows(ORDERS.name, day.isoformat()) if r["run_id"] == run.run_id]
+        if not mine:
+            raise NoCommitError(f"backfill day {day}: no ledger row for run {run.run_id}")
+        row = mine[-1]
+        check(f"backfill day {day}", row["status"], row["snapshot_id"])
         details = json.loads(row["details"])
         per_day.append(
             {
                 "day": day.isoformat(),
                 "wall_s": wall,
+                "status": row["status"],
+                "snapshot_id": row["snapshot_id"],
                 "rows": row["rows_out"],
                 "spark_session": details["seconds_stage"]["spark_session"],
                 "read": details["seconds_stage"]["read"],
@@ -357,12 +511,18 @@ def cold_spark_start(cfg: dict) -> float:
 # ---------------------------------------------------------------- 5: driver memory
 def bench_memory(cfg: dict) -> dict:
     """Peak RSS of a process (Python + its JVM) running one write-audit-publish of N rows."""
+    from bench_pipeline import bench_pipeline
+
+    check = CommitCheck(bench_pipeline().table)  # the probes share this process's data folder
     results = []
     for size in cfg["memory"]:
+        # Its own run id and content: a probe must commit, not find its attempt or its rows live.
+        probe = [str(size), str(fresh_variant()), f"memory-probe-{INVOCATION}-{size}"]
         out = subprocess.run(
-            [sys.executable, str(HERE / "memory_probe.py"), str(size)], capture_output=True, text=True, check=True
+            [sys.executable, str(HERE / "memory_probe.py"), *probe], capture_output=True, text=True, check=True
         )
         results.append({"rows": size, **json.loads(out.stdout.strip().splitlines()[-1])})
+        check(f"memory probe {size:,} rows", results[-1]["status"], results[-1]["snapshot_id"])
         say(
             f"  memory {size:>11,} rows: peak RSS python {results[-1]['python_mb']:.0f} MB, jvm {results[-1]['jvm_mb']:.0f} MB"
         )
@@ -464,6 +624,15 @@ def write_report(results: dict, out: Path) -> None:
         f"pyiceberg {results['machine']['pyiceberg']}, GX {results['machine']['great-expectations']}. "
         f"Medians of {results['config']['repeats']} runs.",
         "",
+    ]
+    loads = [
+        f"{k} {v['load_average_1m'][0]:.1f}→{v['load_average_1m'][1]:.1f}"
+        for k, v in results["sections"].items()
+        if "load_average_1m" in v
+    ]
+    if loads:  # on a 2-core machine, a load above 2 means the figures were measured sharing it
+        lines += [f"Load average (1 min) at the start→end of each section: {', '.join(loads)}.", ""]
+    lines += [
         "| # | measure | value | target | |",
         "|---|---|---|---|---|",
     ]
@@ -636,7 +805,10 @@ def main(argv: list[str] | None = None) -> dict:
                 results["sections"] = {k: v for k, v in earlier["sections"].items() if k not in only}
         for name in only:
             say(f"[{name}]")
+            load_before = os.getloadavg()[0]
             results["sections"][name] = steps[name]()
+            # Other work on the machine slows a section; its load says how much to trust it.
+            results["sections"][name]["load_average_1m"] = [load_before, os.getloadavg()[0]]
             results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             write_report(results, out)  # after each section: a long run keeps what it measured
         say(f"results: {out / 'results.md'}")

@@ -16,8 +16,13 @@ def _pick(values: tuple[str, ...], index: Column) -> Column:
     return F.element_at(F.array(*[F.lit(v) for v in values]), (index % len(values) + 1).cast("int"))
 
 
-def silver_rows(spark: SparkSession, rows: int, day: dt.date) -> DataFrame:
-    """`rows` rows of silver.orders for `day`, valid against its contract and suite."""
+def silver_rows(spark: SparkSession, rows: int, day: dt.date, variant: int = 0) -> DataFrame:
+    """`rows` rows of silver.orders for `day`, valid against its contract and suite.
+
+    `variant` shifts every row's amount by a cent per step (wrapping within its range): the
+    same keys, shape and sizes, different content. Repeated publishes need it: a run whose
+    checksum equals the live partition's is `skipped`, not published.
+    """
     start = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp())
     oid = F.col("id")
     return spark.range(rows).select(
@@ -25,7 +30,7 @@ def silver_rows(spark: SparkSession, rows: int, day: dt.date) -> DataFrame:
         F.lit(day).alias("order_date"),
         F.format_string("C-%07d", (oid * 7919) % 1_000_003).alias("customer_id"),
         _pick(("placed", "paid", "shipped", "cancelled"), oid * 31).alias("status"),
-        ((oid * 37) % 49_500 / 100 + 5).cast("decimal(12,2)").alias("amount"),
+        ((oid * 37 + variant) % 49_500 / 100 + 5).cast("decimal(12,2)").alias("amount"),
         _pick(("EUR", "USD", "GBP"), oid * 13).alias("currency"),
         _pick(("web", "app", "store", "unknown"), oid * 17).alias("channel"),
         F.timestamp_seconds(F.lit(start) + (oid * 11) % 72_000).alias("placed_ts"),

@@ -40,6 +40,23 @@ def test_quick_benchmarks_produce_every_figure(data_dir, spark, tmp_path):
         named = sum(day[k] for k in ("spark_session", "read", "transform", "audit", "publish", "ledger", "lineage"))
         assert named <= day["wall_s"] + 1e-6
 
+    # Every timed publish was a commit (a new snapshot each), none `skipped` for repeating
+    # what was live: run.py raises NoCommitError otherwise, and records what each committed.
+    config = results["config"]
+    for row in sections["publish"]["sweep"]:
+        commits = row["commits"]
+        assert len(commits["swap"]) == config["swap_repeats"], commits
+        assert len(commits["iceberg_overwrite"]) == (config["repeats"] if row["iceberg_overwrite_s"] else 0)
+        assert len(commits["iceberg_upsert"]) == (config["repeats"] if row["iceberg_upsert_s"] else 0)
+        for ids in commits.values():
+            assert len(set(ids)) == len(ids), commits
+    publishes = [p for r in sections["wap"]["sizes"] for p in r["publishes"]]
+    publishes += sections["memory"]["sizes"] + backfill["per_day"]
+    assert len(publishes) == len(config["wap"]) * config["repeats"] + len(config["memory"]) + backfill["days"]
+    assert {p["status"] for p in publishes} == {"published"}, publishes
+    snapshots = [p["snapshot_id"] for p in publishes]
+    assert len(set(snapshots)) == len(snapshots), snapshots
+
     written = json.loads((out / "results.json").read_text())
     assert written["machine"]["cores"] and written["machine"]["pyspark"]
     table = (out / "results.md").read_text()
