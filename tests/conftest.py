@@ -47,6 +47,7 @@ LONGEST_FIRST = (
     "test_benchmarks.py",
     "test_spark_connect.py",
     "test_lineage.py",
+    "test_dead_attempts.py",
     "test_bad_inputs.py",
     "test_template.py",
     "test_planning.py",

@@ -40,6 +40,16 @@ DAY = dt.date(2024, 1, 2)
 EXTRA_ORDERS = 5
 
 
+def task_env(remote: str, **extra: str) -> dict[str, str]:
+    """The environment of a task process: this one's, on the Spark Connect server `remote`."""
+    return {
+        **os.environ,
+        "WAP_SPARK_REMOTE": remote,
+        "PYTHONPATH": os.pathsep.join([str(HERE.parent / "plugins"), str(HERE.parent / "dags"), str(HERE)]),
+        **extra,
+    }
+
+
 class TaskProcess:
     """A started `crash_task.py`, ready (imports done) before it is given its task."""
 
@@ -57,18 +67,30 @@ class TaskProcess:
 
     def run(self, command: dict[str, Any], timeout: float = 300) -> tuple[int, list[dict]]:
         """Give it its task; wait for it to end; return its exit code and its phase marks."""
+        self.send(command)
+        return self.wait(timeout)
+
+    def send(self, command: dict[str, Any]) -> None:
+        """Give it its task once it is ready, and return at once (`wait` for the end)."""
         assert self.process.stdout is not None and self.process.stdin is not None
         ready = self.process.stdout.readline()
         if not ready.startswith("READY"):
             raise RuntimeError(f"the task process did not start: {ready!r}")
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
+
+    def marks(self) -> list[dict]:
+        """The phases it entered and left so far."""
+        return [json.loads(line) for line in self.progress.read_text().splitlines()] if self.progress.exists() else []
+
+    def wait(self, timeout: float = 300) -> tuple[int, list[dict]]:
+        """Wait for it to end; return its exit code and its phase marks."""
         try:
             out, _ = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             raise
-        marks = [json.loads(line) for line in self.progress.read_text().splitlines()] if self.progress.exists() else []
+        marks = self.marks()
         self.done = next((json.loads(line[5:]) for line in out.splitlines() if line.startswith("DONE ")), None)
         return self.process.returncode, marks
 
@@ -115,11 +137,7 @@ class Harness:
         self.pipeline = ORDERS
         self.random = random.Random(seed)
         self.folder = Path(tempfile.mkdtemp(prefix="wap-crash-"))
-        self.env = {
-            **os.environ,
-            "WAP_SPARK_REMOTE": remote,
-            "PYTHONPATH": os.pathsep.join([str(HERE.parent / "plugins"), str(HERE.parent / "dags"), str(HERE)]),
-        }
+        self.env = task_env(remote)
         self.landing = landing
         self.spawned = 0
         self.next: TaskProcess | None = None

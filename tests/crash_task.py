@@ -7,6 +7,8 @@ Protocol: it imports what a task imports, prints READY, reads one JSON command f
 The kill timer starts when the process enters `phase`; each phase it enters or leaves is
 appended to the progress file (argv[1]), so the harness knows where the process died.
 `{"calibrate": true, ...}` runs the task without a kill and reports the phases' timings.
+`"pause": {"phase": ..., "seconds": s}` makes the task wait that long on entering the phase (a
+slow step: its process holds the attempt meanwhile).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def watch(phase: str, module, name: str, when=lambda *a, **k: True) -> None:
         mark("enter", phase)
         if command.get("phase") == phase and not command.get("calibrate"):
             threading.Timer(command["delay"], die).start()
+        if command.get("pause", {}).get("phase") == phase:
+            time.sleep(command["pause"]["seconds"])
         result = real(*args, **kwargs)
         mark("leave", phase)
         return result

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from pg import PostgresServer
 
-from wap.ledger import STATUSES, Ledger
+from wap.ledger import HANDOFF, STATUSES, Ledger, as_utc, dead_reason, runs, this_holder
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +134,157 @@ def test_a_ledger_made_before_contract_versions_is_upgraded(ledger_url):
     inspector = sa.inspect(ledger.engine)
     assert {ix["name"] for ix in inspector.get_indexes("wap_run_ledger")} >= {"ix_wap_run_ledger_partition"}
     assert inspector.get_check_constraints("wap_run_ledger") == []
+    assert {"holder", "lease_until"} <= {c["name"] for c in inspector.get_columns("wap_run_ledger")}
+    with ledger.hold("p", "new") as holder:
+        assert ledger.rows("p")[-1]["holder"] == holder
     with pytest.raises(sa.exc.IntegrityError), ledger.engine.begin() as conn:  # the attempt key survived
         conn.execute(
             sa.insert(old_runs).values(**{k: v for k, v in rows["old"].items() if k in old_runs.c and k != "id"})
         )
+
+
+def test_a_ledger_made_before_leases_gets_them_and_its_running_rows_are_judged_by_age(ledger_url):
+    """The ledger of the release before leases (contract versions, no CHECK): columns are added
+    in place, and its `running` rows, which have no lease, are dead only once stale."""
+    old = sa.MetaData()
+    columns = [c for c in runs.columns if c.name not in ("holder", "lease_until")]
+    sa.Table(
+        "wap_run_ledger",
+        old,
+        *[sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in columns],
+        sa.UniqueConstraint("pipeline", "run_token", name="uq_wap_run_ledger_attempt"),
+    )
+    engine = sa.create_engine(ledger_url)
+    old.create_all(engine)
+    now = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        for token, started in (("stale", now - dt.timedelta(hours=7)), ("young", now - dt.timedelta(hours=1))):
+            conn.execute(
+                old.tables["wap_run_ledger"]
+                .insert()
+                .values(
+                    pipeline="p",
+                    table_name="s.t",
+                    partition="2024-01-01",
+                    run_id=f"r-{token}",
+                    try_number=1,
+                    run_token=token,
+                    status="running",
+                    started_at=started,
+                )
+            )
+    engine.dispose()
+
+    ledger = Ledger(ledger_url)
+    rows = {r["run_token"]: r for r in ledger.rows("p")}
+    assert (rows["stale"]["holder"], rows["stale"]["lease_until"]) == (None, None)
+    assert "more than 6:00:00 ago, and holds no lease" in dead_reason(rows["stale"])
+    assert dead_reason(rows["young"]) is None
+    assert ledger.reconcile("p", "2024-01-01", "r-new", lambda token: None) == 1
+    assert {r["run_token"]: r["status"] for r in ledger.rows("p")} == {"stale": "failed", "young": "running"}
+
+
+def test_a_hold_names_this_process_renews_its_lease_and_hands_the_attempt_on(ledger_url):
+    ledger = Ledger(ledger_url, lease=dt.timedelta(seconds=0.4))
+    with ledger.hold("p", "run-r1-try1") as holder:
+        assert holder == this_holder() and holder.split(":")[1] == str(os.getpid())
+        attempt(ledger, "r1", 1)  # a stage: the row is made inside the hold, held from the start
+        (first,) = ledger.rows("p")
+        assert first["holder"] == holder and dead_reason(first) is None
+        time.sleep(0.6)
+        (renewed,) = ledger.rows("p")
+        assert renewed["lease_until"] > first["lease_until"] and dead_reason(renewed) is None
+    (handed_on,) = ledger.rows("p")  # still running: the attempt's next task comes
+    assert handed_on["holder"] is None and dead_reason(handed_on) is None
+    left = as_utc(handed_on["lease_until"]) - dt.datetime.now(dt.UTC)
+    assert HANDOFF - dt.timedelta(minutes=1) < left <= HANDOFF
+    with ledger.hold("p", "run-r1-try1"):
+        ledger.update("p", "run-r1-try1", status="published")
+    (done,) = ledger.rows("p")
+    assert (done["holder"], done["lease_until"]) == (None, None)
+
+
+def test_a_failed_renewal_is_logged_and_the_step_goes_on(tmp_path, caplog):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}?timeout=0.1"  # a locked database fails fast
+    ledger = Ledger(url, lease=dt.timedelta(seconds=0.4))
+    attempt(ledger, "r1", 1)
+    with caplog.at_level(logging.WARNING, logger="wap.ledger"), ledger.hold("p", "run-r1-try1"):
+        lock = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # another writer holds the database: renewals fail
+        time.sleep(0.5)
+        lock.execute("COMMIT")
+        lock.close()
+        time.sleep(0.3)
+        (row,) = ledger.rows("p")
+        assert dead_reason(row) is None, "renewed again once the database was free"
+    assert "could not renew the ledger lease" in caplog.text
+
+
+def gone_holder(*, zombie: bool = False) -> tuple[str, subprocess.Popen]:
+    """The holder name of a real process of this host that has ended (reaped, or a zombie)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from wap.ledger import this_holder; print(this_holder(), flush=True)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    holder = child.stdout.readline().strip()
+    child.stdout.close()
+    if zombie:
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.01)
+    else:
+        child.wait()
+    return holder, child
+
+
+def test_which_running_attempts_are_dead(ledger):
+    """Each case a real row; `reconcile` marks exactly the dead ones, with why."""
+    now = dt.datetime.now(dt.UTC)
+    me = this_holder()
+    host, pid, start = me.rsplit(":", 2)
+    gone, _ = gone_holder()
+    zombie, child = gone_holder(zombie=True)
+    cases = {  # token: (fields, dead because, or None: alive)
+        "held-here": ({"holder": me, "lease_until": now + dt.timedelta(minutes=1)}, None),
+        "pid-gone": ({"holder": gone, "lease_until": now + dt.timedelta(minutes=1)}, "process gone"),
+        "zombie": ({"holder": zombie, "lease_until": now + dt.timedelta(minutes=1)}, "process gone"),
+        "pid-reused": (
+            {"holder": f"{host}:{pid}:{int(start) - 1}", "lease_until": now + dt.timedelta(minutes=1)},
+            "process gone",
+        ),
+        "elsewhere": ({"holder": "elsewhere.invalid/1:4242:77", "lease_until": now + dt.timedelta(seconds=30)}, None),
+        "elsewhere-expired": (
+            {"holder": "elsewhere.invalid/1:4242:77", "lease_until": now - dt.timedelta(seconds=1)},
+            "lease expired at",
+        ),
+        "handed-on": ({"lease_until": now + HANDOFF}, None),
+        "handoff-expired": ({"lease_until": now - dt.timedelta(seconds=1)}, "between tasks"),
+        "no-lease-young": ({"started_at": now - dt.timedelta(hours=5)}, None),
+        "no-lease-old": ({"started_at": now - dt.timedelta(hours=7)}, "holds no lease"),
+    }
+    for n, (token, (fields, _)) in enumerate(cases.items()):
+        ledger.start(pipeline="p", table="s.t", partition="2024-01-01", run_id=f"r{n}", try_number=1, run_token=token)
+        ledger.update("p", token, **fields)
+    try:
+        rows = {r["run_token"]: r for r in ledger.rows("p")}
+        for token, (_, why) in cases.items():
+            reason = dead_reason(rows[token], now)
+            assert (reason is None) if why is None else (why in (reason or "")), (token, reason)
+        assert dead_reason(rows["pid-gone"], now) == f"process gone: {gone} held the attempt and no longer runs"
+        # An earlier try of the asking run is dead unless a process holds it.
+        assert "ended without a result" in dead_reason(rows["handed-on"], now, run_id="r6")
+        assert dead_reason(rows["held-here"], now, run_id="r0") is None
+        assert dead_reason(rows["elsewhere"], now, run_id="r4") is None
+
+        dead = [token for token, (_, why) in cases.items() if why]
+        assert ledger.reconcile("p", "2024-01-01", "r-new", lambda token: None) == len(dead)
+        after = {r["run_token"]: r for r in ledger.rows("p")}
+        assert sorted(t for t, r in after.items() if r["status"] == "failed") == sorted(dead)
+        for token in dead:
+            assert after[token]["error"] == f"attempt died: {dead_reason(rows[token], now)}"
+            assert after[token]["finished_at"] is not None
+    finally:
+        child.wait()
 
 
 def test_reconcile_trusts_the_table(ledger):

@@ -130,7 +130,13 @@ def plan_command(args: argparse.Namespace) -> str:
     # A merged table's runs build on each other's versions: one at a time.
     runs = args.max_active_runs or (1 if pipeline.merge else 3)
     commands = planner.backfill_commands(args.dag_id or args.pipeline, states, runs)
-    todo = "\n".join(commands) if commands else "nothing to do: every partition is published by the current code"
+    running = [key_of(s.partition) for s in states if s.state == "running"]
+    if commands:
+        todo = "\n".join(commands)
+    elif running:  # a live attempt: wait for it (a dead one is `failed`, with a command above)
+        todo = f"nothing to start: {len(running)} partition(s) have a live attempt running ({', '.join(running[:5])})"
+    else:
+        todo = "nothing to do: every partition is published by the current code"
     return f"{table}\n\n{todo}"
 
 

@@ -4,7 +4,9 @@ A partition needs a run when it is `missing` (never published), `failed` or `qua
 (its latest attempt did not publish), or `stale` (published by other code than the
 pipeline's current SQL + suite, `Pipeline.code_version`). The table's history says what
 is live; the ledger says what was tried. Rolled-back partitions are reported, not
-"fixed": rolling back was a decision.
+"fixed": rolling back was a decision. A latest attempt still `running` is `running` only
+while it is alive; one that died (`ledger.dead_reason`: its process gone, its lease expired)
+is `failed`. The planner only reads: the next attempt's reconcile records the death.
 
     python -m wap.cli plan silver_orders --from 2024-01-01 --to 2024-01-31
 """
@@ -15,7 +17,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from wap import tables
-from wap.ledger import Ledger
+from wap.ledger import Ledger, dead_reason
 from wap.partition import Partition, grain_of, key_of
 from wap.pipeline import Pipeline
 
@@ -40,6 +42,7 @@ def plan(pipeline: Pipeline, start: Partition, end: Partition) -> list[Partition
     except NoSuchTableError:  # never published: every partition is missing
         table = None
     current = pipeline.code_version()
+    now = dt.datetime.now(dt.UTC)
     latest: dict[str, dict] = {}
     for row in Ledger().rows(pipeline.name):
         # Rows come oldest first; a superseded run lost to one that published, which counts.
@@ -52,8 +55,14 @@ def plan(pipeline: Pipeline, start: Partition, end: Partition) -> list[Partition
         status = last["status"] if last else None
         if status == "rolled_back":
             states.append(PartitionState(day, "rolled_back", f"snapshot {last['snapshot_id']}"))
+        elif status == "running" and (died := dead_reason(last, now)) is not None:
+            states.append(PartitionState(day, "failed", f"attempt died: {died} (run {last['run_id']})"))
         elif status == "running":
-            states.append(PartitionState(day, "running", f"run {last['run_id']}"))
+            if last["holder"]:
+                held = f"in a step on {last['holder']}"
+            else:  # no lease: a row from before leases, alive until stale
+                held = "between tasks" if last["lease_until"] else "no lease"
+            states.append(PartitionState(day, "running", f"run {last['run_id']} ({held})"))
         elif status in ("failed", "quarantined"):
             states.append(PartitionState(day, status, (last["error"] or "").splitlines()[0][:80]))
         elif live is None and status in ("published", "skipped"):

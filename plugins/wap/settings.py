@@ -15,6 +15,10 @@ JDBC drivers for Spark's JDBC reader: `WAP_JDBC_JARS`, comma-separated jar paths
 accepts) that a local Spark session or local Spark Connect server loads at start. Unset: the
 PostgreSQL driver `make` installs (`<repo>/.venv/jars/postgresql.jar`), else Debian's
 (`/usr/share/java/postgresql.jar`), else none. Set it empty to load none.
+
+Ledger leases: `WAP_LEASE_SECONDS` (default 60), how long an attempt's hold on its ledger row
+lasts unless renewed (every quarter of it, while a step runs). An attempt whose process is
+gone is seen dead at once on its own host, and within this time from any other (`wap.ledger`).
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class Settings:
     dags_dir: Path
     object_store: ObjectStore = ObjectStore()
     jdbc_jars: tuple[str, ...] = ()
+    lease_seconds: float = 60.0
 
     @property
     def catalog_properties(self) -> dict[str, str]:
@@ -103,6 +108,18 @@ def _jdbc_jars(value: str | None) -> tuple[str, ...]:
     return tuple(jar.strip() for jar in value.split(",") if jar.strip())
 
 
+def _seconds(name: str, value: str | None, default: float) -> float:
+    if value is None or not value.strip():
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: use a number of seconds, e.g. 60") from None
+    if not 0 < seconds < 10**9:  # also refuses nan and inf
+        raise ValueError(f"{name}={value!r}: must be a finite number of seconds, more than 0")
+    return seconds
+
+
 def load_settings() -> Settings:
     """Read the settings from the environment (cheap; call it where you need it)."""
     env = os.environ
@@ -127,4 +144,5 @@ def load_settings() -> Settings:
             session_token=env.get("AWS_SESSION_TOKEN") or None,
         ),
         jdbc_jars=_jdbc_jars(env.get("WAP_JDBC_JARS")),
+        lease_seconds=_seconds("WAP_LEASE_SECONDS", env.get("WAP_LEASE_SECONDS"), 60.0),
     )

@@ -7,9 +7,12 @@ and scripts call them directly.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import logging
 import time
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from wap import audit as gate
 from wap import sources, staging, tables
@@ -18,6 +21,9 @@ from wap.partition import Partition, from_key, key_of
 from wap.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
+ERROR_CHARS = 16_000  # of an error kept in the ledger: whole messages, bounded
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class _Clock:
@@ -50,6 +56,27 @@ class GateFailedError(DataError):
         self.assertions = assertions or []  # every check and its result, for lineage
 
 
+def _held(step: Callable[P, R]) -> Callable[P, R]:
+    """Run a step inside `Ledger.hold` of its attempt, from its first line to its last.
+
+    While the step runs its process holds the attempt's ledger row, so a killed step is seen
+    dead (I4). The attempt: the `staged` run's, or for a stage the one its run id and try make
+    (held from `Ledger.start` on, which writes the row held).
+    """
+    signature = inspect.signature(step)
+
+    @functools.wraps(step)
+    def held(*args: P.args, **kwargs: P.kwargs) -> R:
+        bound = signature.bind(*args, **kwargs).arguments
+        staged = bound.get("staged")
+        token = staged.run_token if staged is not None else staging.run_token(bound["run_id"], bound["try_number"])
+        with Ledger().hold(bound["pipeline"].name, token):
+            return step(*args, **kwargs)
+
+    return held
+
+
+@_held
 def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int) -> staging.StagedRun:
     """Read the partition's inputs, transform them with the pipeline's SQL, stage the result.
 
@@ -72,7 +99,6 @@ def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int
         "contract_version": contract.version,
     }
     ledger = Ledger()
-    check_grain(pipeline)
     try:
         table = tables.ensure_table(pipeline.table, contract)
     except tables.ContractVersionError as exc:
@@ -106,8 +132,7 @@ def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int
             ledger.update(pipeline.name, token, **read)
             checked = gate.assertions(gate.load_suite(pipeline.suite), findings, staged=False)
             _quarantined(pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {}, checked)
-        # Spark binds a date as a DATE (daily) and an hour's start as a TIMESTAMP (hourly).
-        result = spark.sql(pipeline.sql_text(), args={"partition": partition})
+        result = _transformed(spark, pipeline, partition)
         if pipeline.merge is not None:
             result = _merged(spark, pipeline, table, base, result)
         if contract.on_added_column == "allow":
@@ -126,13 +151,15 @@ def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int
             late_for=sorted({day for i in intakes.values() for day in i["late"]}),
             findings=[dataclasses.asdict(f) for f in findings],
         )
-    except sources.BadSourceError as exc:
-        ledger.update(pipeline.name, token, status="failed", error=str(exc)[:4000])
-        raise DataError(str(exc)) from exc
     except GateFailedError:
         raise
+    except (sources.BadSourceError, DataError) as exc:  # the whole message: it says what to fix
+        ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:ERROR_CHARS])
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(str(exc)) from exc
     except Exception as exc:
-        ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:4000])
+        ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:ERROR_CHARS])
         raise
     ledger.update(
         pipeline.name,
@@ -147,6 +174,7 @@ def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int
     return staged
 
 
+@_held
 def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
     """Measure and gate the staged files; return the run with its row count and checksum.
 
@@ -217,7 +245,7 @@ def _quarantined(
         token,
         status="quarantined",
         staged_path=quarantine,
-        error=f"quality gate failed: {failed}"[:4000],
+        error=f"quality gate failed: {failed}"[:ERROR_CHARS],
         details=details,
         **fields,
     )
@@ -229,6 +257,7 @@ def _quarantined(
     )
 
 
+@_held
 def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
     """Swap the staged files in as the live partition, unless that is already done.
 
@@ -292,22 +321,22 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
     return {"status": status, "snapshot_id": snapshot_id, "partition": staged.partition, "rows": staged.rows_out}
 
 
-def check_grain(pipeline: Pipeline) -> None:
-    """A partitioned table's partition column must be of its grain's type (a date, or an hour's timestamp)."""
-    column = pipeline.partition_column
-    if column is None:
-        if pipeline.merge is None:
-            raise DataError(
-                f"{pipeline.suite}: meta.contract has no partition_column; only a merged pipeline "
-                "(Pipeline(merge=Merge(...))) writes an unpartitioned table"
-            )
-        return
-    found = pipeline.contract.columns.get(column)
-    if found != pipeline.grain.column_type:
+def _transformed(spark: Any, pipeline: Pipeline, partition: Partition) -> Any:
+    """The pipeline's SQL on the partition's views. SQL that Spark cannot analyse (a column
+    that does not exist, a syntax error) is a `DataError`: the same SQL fails every retry."""
+    from pyspark.errors import AnalysisException  # also the base of Spark Connect's
+
+    try:
+        # Spark binds a date as a DATE (daily) and an hour's start as a TIMESTAMP (hourly).
+        result = spark.sql(pipeline.sql_text(), args={"partition": partition})
+        result.schema  # noqa: B018 -- analysed now: Spark Connect analyses lazily
+    except AnalysisException as exc:
         raise DataError(
-            f"{pipeline.suite}: partition column {column!r} is {found!r}, but a {pipeline.grain.name} pipeline's "
-            f"partition column must be {pipeline.grain.column_type!r}"
-        )
+            f"include/sql/{pipeline.sql} does not analyse, so no retry can help: fix the SQL, then run the "
+            f"partition again (python -m wap.cli run {pipeline.name} --from {key_of(partition)}). Spark says: "
+            + str(exc).split("\n\nJVM stacktrace:")[0]
+        ) from exc
+    return result
 
 
 def _scope(pipeline: Pipeline, partition: Partition) -> Partition | None:
