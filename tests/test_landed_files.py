@@ -286,3 +286,15 @@ def test_a_truncated_gzip_file_is_refused_by_name_and_empty_files_are_no_records
     (day / "a.jsonl.gz").write_bytes(whole[: len(whole) // 2])  # cut off in transfer
     message = refused(spark, landing)
     assert "a.jsonl.gz is truncated or corrupt" in message and "re-land the file whole" in message
+
+
+def test_file_names_are_read_literally_never_as_patterns(spark, landing):
+    """Spark's readers expand globs: a file named `*.jsonl` must not read its neighbours again."""
+    names = ["a.jsonl", "*.jsonl", "b{1}.jsonl", "c[x].jsonl", "d?.jsonl", "my orders.jsonl", "ördérs.jsonl"]
+    for n, name in enumerate(names):
+        land(landing, [json.dumps({**GOOD, "s": f"r{n}"})], name)
+    usable, _, intake = take(spark, landing)
+    assert intake.records == len(names)
+    assert sorted(r["s"] for r in usable.collect()) == sorted(f"r{n}" for n in range(len(names)))
+    land(landing, [json.dumps(GOOD)], "orders:1.jsonl")
+    assert "a landed file's name cannot hold ':'" in refused(spark, landing)

@@ -105,9 +105,17 @@ def landed_files(root: Path, folders: list[Path]) -> list[Path]:
                 )
             if not real.is_file():
                 raise BadSourceError(f"{entry} is not a regular file (a pipe, socket or device): it is not read")
+            if ":" in entry.name:  # Hadoop's paths cannot name it: Spark would fail on it at every try
+                raise BadSourceError(f"{entry}: a landed file's name cannot hold ':'; rename it")
             _check_content(entry)
             found.append(entry)
     return found
+
+
+def _literal(path: Path) -> str:
+    """A path for Spark's readers, which expand glob patterns: a file named `*.json` would read
+    every file of its folder (each record twice), one named `a{1}.json` none."""
+    return re.sub(r"([\\{}\[\]*?])", r"\\\1", str(path))
 
 
 def _check_content(path: Path) -> None:
@@ -287,7 +295,7 @@ class LandedFiles:
             return spark.createDataFrame(
                 [], f"{self.schema}, {REJECT} STRING, {OWN} BOOLEAN, {FILE} STRING, {RECORD} STRING, {LATE} STRING"
             )
-        paths = [str(path) for path in files]
+        paths = [_literal(path) for path in files]
         if self.format == "csv":
             frame, declared, reasons, record = self._read_csv(spark, paths)
         else:
