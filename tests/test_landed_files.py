@@ -298,3 +298,13 @@ def test_file_names_are_read_literally_never_as_patterns(spark, landing):
     assert sorted(r["s"] for r in usable.collect()) == sorted(f"r{n}" for n in range(len(names)))
     land(landing, [json.dumps(GOOD)], "orders:1.jsonl")
     assert "a landed file's name cannot hold ':'" in refused(spark, landing)
+
+
+def test_a_link_to_nothing_or_a_loop_of_links_is_refused_by_name(spark, landing):
+    day = landing / f"dt={DAY}"
+    land(landing, [json.dumps(GOOD)])
+    (day / "loop.jsonl").symlink_to(day / "loop.jsonl")
+    assert "loop.jsonl is a link that leads nowhere" in refused(spark, landing)
+    (day / "loop.jsonl").unlink()
+    (day / "gone.jsonl").symlink_to(day / "deleted.jsonl")
+    assert "gone.jsonl is a link that leads nowhere" in refused(spark, landing)

@@ -91,7 +91,12 @@ def landed_files(root: Path, folders: list[Path]) -> list[Path]:
         for entry in sorted(folder.iterdir()):
             if _is_marker(entry.name):
                 continue
-            real = entry.resolve()
+            try:
+                real = entry.resolve(strict=True)
+            except (OSError, RuntimeError):  # RuntimeError: a loop of links (Python 3.11)
+                raise BadSourceError(
+                    f"{entry} is a link that leads nowhere (missing, or a loop): it is not read"
+                ) from None
             if entry.is_symlink() and not _within(real, boundary):
                 raise BadSourceError(
                     f"{entry} is a link to a place outside the landing folder {root}: links out of the landing "
