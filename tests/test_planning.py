@@ -142,8 +142,6 @@ def test_run_runs_a_dag_here_for_each_partition_of_a_range(history):
     [
         # The grain is the DAG's own (daily), not guessed from the text.
         (("--from", "2024-01-05;DROP TABLE x"), "--from must be a daily partition written YYYY-MM-DD"),
-        (("--from", "２０２４-０１-０５"), "ASCII digits"),
-        (("--from", "9999-12-31"), "outside the supported calendar"),
         # A midnight timestamp is the day's key (as Airflow writes one): read as that day, here
         # shown by the range check, before anything runs.
         (("--from", "2024-01-05T00:00:00+00:00", "--to", "2024-01-04"), "--to 2024-01-04 is before --from 2024-01-05"),
