@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "quarantine":
         try:
             print(quarantine_command(args))
-        except quarantine.QuarantineError as exc:
+        except (LookupError, ValueError) as exc:  # QuarantineError, a refused suite, an unknown pipeline
             parser.exit(1, f"error: {exc}\n")
         return
     if args.command == "ledger":
