@@ -175,7 +175,10 @@ def _json_type_checks(fields: list[Any], value: Any) -> tuple[list[Any], Any, li
             reasons.append((raw.isNotNull() & (converted.isNull() | ~shaped), f"{f.name}: not a date (YYYY-MM-DD)"))
         elif isinstance(f.dataType, DecimalType):
             converted = F.expr(f"try_cast(`_parsed`.`{f.name}` AS {f.dataType.simpleString()})")
-            reasons.append((raw.isNotNull() & (converted.isNull() | (converted != raw)), _fit(f)))
+            rounded_or_too_big = raw.isNotNull() & (converted.isNull() | (converted != raw))
+            reasons.append(
+                (rounded_or_too_big, f"{f.name}: does not fit {f.dataType.simpleString()} (rounded or out of range)")
+            )
             kind = r'"\s*:\s*"'  # a string given for a number
         else:
             converted = raw
@@ -189,10 +192,6 @@ def _json_type_checks(fields: list[Any], value: Any) -> tuple[list[Any], Any, li
             suspect = suspect | F.regexp_like(value, F.lit('"' + re.escape(f.name) + kind))
         columns.append(converted.alias(f.name))
     return columns, suspect, reasons
-
-
-def _fit(f: Any) -> str:
-    return f"{f.name}: does not fit {f.dataType.simpleString()} (rounded or out of range)"
 
 
 # The JSON kinds (VARIANT type names) each declared type takes; null fits every type.
