@@ -27,6 +27,7 @@ import resource  # noqa: E402
 from bench_pipeline import bench_pipeline  # noqa: E402
 
 from wap import steps  # noqa: E402
+from wap.runtime import Runtime  # noqa: E402
 
 peak_jvm_kb = 0
 
@@ -53,9 +54,9 @@ def watch() -> None:
 threading.Thread(target=watch, daemon=True).start()
 pipeline = bench_pipeline()
 day = dt.date(2024, 1, 1)
-staged = steps.stage(pipeline, day, run_id, 1)
-staged = steps.audit(pipeline, staged)
-result = steps.publish(pipeline, staged)
+staged = steps.stage(Runtime.from_env(), pipeline, day, run_id, 1)
+staged = steps.audit(Runtime.from_env(), pipeline, staged)
+result = steps.publish(Runtime.from_env(), pipeline, staged)
 time.sleep(0.2)
 python_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(

@@ -35,6 +35,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(REPO / "plugins"), str(HERE), str(REPO / "dags")]
 
 from wap.embedded import prepare_airflow  # noqa: E402
+from wap.runtime import Runtime  # noqa: E402
 
 DAY = dt.date(2024, 1, 1)
 # Run ids unique to this invocation: a reused --data-dir must not find an earlier run's
@@ -268,9 +269,9 @@ def run_wap(pipeline, rows: int, variant: int, run_id: str, try_number: int) -> 
 
     os.environ["BENCH_SYNTH_ROWS"] = str(rows)
     os.environ["BENCH_SYNTH_VARIANT"] = str(variant)
-    staged = steps.stage(pipeline, DAY, run_id, try_number)
-    staged = steps.audit(pipeline, staged)
-    return {**steps.publish(pipeline, staged), "run_token": staged.run_token}
+    staged = steps.stage(Runtime.from_env(), pipeline, DAY, run_id, try_number)
+    staged = steps.audit(Runtime.from_env(), pipeline, staged)
+    return {**steps.publish(Runtime.from_env(), pipeline, staged), "run_token": staged.run_token}
 
 
 def bench_wap_vs_bare(cfg: dict, spark, pipeline) -> dict:

@@ -15,7 +15,8 @@ import datetime as dt
 from airflow.sdk import CronDataIntervalTimetable, dag
 
 from wap.partition import HOURLY
-from wap.pipeline import Merge, Pipeline
+from wap.pipeline import Pipeline
+from wap.publish import Merge
 from wap.sources import DatabaseTable
 from wap.tasks import DEFAULT_ARGS, HOURLY_PARTITION_PARAM, audit, publish, resolve_partition, stage
 
@@ -26,7 +27,7 @@ CUSTOMERS = Pipeline(
     suite="dim.customers.json",
     sources=(DatabaseTable(conn_id="shop_db", table="public.customers", updated_at="updated_at"),),
     grain=HOURLY,
-    merge=Merge(key="customer_id", newest="updated_at"),
+    publish=Merge(key="customer_id", newest="updated_at"),
 )
 
 

@@ -11,8 +11,7 @@ import datetime as dt
 
 from airflow.sdk import PartitionedAssetTimetable, dag
 
-from wap.lineage import table_asset
-from wap.pipeline import Pipeline
+from wap.pipeline import Pipeline, table_asset
 from wap.sources import PublishedTable
 from wap.tasks import DEFAULT_ARGS, PARTITION_PARAM, audit, publish, resolve_partition, stage
 

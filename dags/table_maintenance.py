@@ -9,27 +9,10 @@ how far back `wap.cli rollback` can reach. Settings: `WAP_ROLLBACK_WINDOW_DAYS` 
 """
 
 import datetime as dt
-from typing import Any
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from airflow.sdk import CronTriggerTimetable, Param, dag
 
-from wap.tasks import DEFAULT_ARGS
-
-
-@task
-def catalog_tables() -> list[str]:
-    from wap.cli import list_tables
-
-    return list_tables()
-
-
-@task(max_active_tis_per_dag=2)
-def maintain(table: str, **context: Any) -> dict[str, Any]:
-    from wap import maintenance
-
-    params = context["params"]
-    retention = maintenance.Retention.from_env(params["window_days"], params["margin_hours"])
-    return maintenance.maintain_table(table, retention, dry_run=params["dry_run"]).counts()
+from wap.tasks import DEFAULT_ARGS, catalog_tables, maintain_table
 
 
 @dag(
@@ -60,7 +43,7 @@ def maintain(table: str, **context: Any) -> dict[str, Any]:
     doc_md=__doc__,
 )
 def table_maintenance():
-    maintain.expand(table=catalog_tables())
+    maintain_table.override(task_id="maintain").expand(table=catalog_tables())
 
 
 table_maintenance()

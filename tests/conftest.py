@@ -161,3 +161,11 @@ def crash_after_commit(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_update(self, pipeline_name, run_token, **fields)
 
     monkeypatch.setattr(Ledger, "update", dying_update)
+
+
+def session_runtime():
+    """The runtime this test session's environment configures: what the Airflow tasks build
+    (`wap.runtime.Runtime.from_env`). Tests needing other places construct their own."""
+    from wap.runtime import Runtime
+
+    return Runtime.from_env()

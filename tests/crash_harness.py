@@ -33,6 +33,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from conftest import session_runtime
+
 HERE = Path(__file__).resolve().parent
 PHASES = ("transform", "staging", "audit", "commit", "ledger")
 TASK_OF = {"transform": "stage", "staging": "stage", "audit": "audit", "commit": "publish", "ledger": "publish"}
@@ -197,9 +199,9 @@ class Harness:
         self._reset()
         staged = None
         if task in ("audit", "publish"):  # the upstream tasks succeeded in their own processes
-            staged = steps.stage(self.pipeline, DAY, run_id, 1)
+            staged = steps.stage(session_runtime(), self.pipeline, DAY, run_id, 1)
             if task == "publish":
-                staged = steps.audit(self.pipeline, staged)
+                staged = steps.audit(session_runtime(), self.pipeline, staged)
         delay = self.random.uniform(0, max(self.durations.get(phase, 0.01), 0.001))
         args = {"partition": DAY.isoformat(), "run_id": run_id, "try_number": 1, "staged": staged and staged.to_dict()}
         code, marks = self.task_process().run({"task": task, "args": args, "phase": phase, "delay": delay})
@@ -212,10 +214,10 @@ class Harness:
 
         # Airflow's retry: the killed task again (next try, same upstream result), then the rest.
         if task == "stage":
-            staged = steps.stage(self.pipeline, DAY, run_id, 2)
+            staged = steps.stage(session_runtime(), self.pipeline, DAY, run_id, 2)
         if task in ("stage", "audit"):
-            staged = steps.audit(self.pipeline, staged)
-        result = steps.publish(self.pipeline, staged)
+            staged = steps.audit(session_runtime(), self.pipeline, staged)
+        result = steps.publish(session_runtime(), self.pipeline, staged)
 
         table = tables.load_table(self.pipeline.table)
         live = tables.live_version(table, DAY)
@@ -235,13 +237,17 @@ class Harness:
 
         live = tables.live_version(tables.load_table(self.pipeline.table), DAY)
         if live.snapshot_id != self.old["snapshot"] and _rows(self.pipeline.table) != self.old["rows"]:
-            rollback.rollback_partition(self.pipeline, DAY, self.old["snapshot"], reason="crash harness: next trial")
+            rollback.rollback_partition(
+                session_runtime(), self.pipeline, DAY, self.old["snapshot"], reason="crash harness: next trial"
+            )
 
     def _run_all(self, run_id: str, try_number: int):
         from wap import steps
 
-        staged = steps.audit(self.pipeline, steps.stage(self.pipeline, DAY, run_id, try_number))
-        steps.publish(self.pipeline, staged)
+        staged = steps.audit(
+            session_runtime(), self.pipeline, steps.stage(session_runtime(), self.pipeline, DAY, run_id, try_number)
+        )
+        steps.publish(session_runtime(), self.pipeline, staged)
         return staged
 
 

@@ -26,6 +26,7 @@ from silver_orders import ORDERS
 
 from wap import audit, sources, staging, steps, tables
 from wap.ledger import Ledger
+from wap.runtime import Runtime
 
 progress = open(sys.argv[1], "a", buffering=1)  # noqa: SIM115 - lives as long as the process
 command: dict = {}
@@ -69,11 +70,13 @@ print("READY", flush=True)
 command.update(json.loads(sys.stdin.readline()))
 args = command["args"]
 if command["task"] == "stage":
-    result = steps.stage(ORDERS, dt.date.fromisoformat(args["partition"]), args["run_id"], args["try_number"])
+    result = steps.stage(
+        Runtime.from_env(), ORDERS, dt.date.fromisoformat(args["partition"]), args["run_id"], args["try_number"]
+    )
 elif command["task"] == "audit":
-    result = steps.audit(ORDERS, staging.StagedRun.from_dict(args["staged"]))
+    result = steps.audit(Runtime.from_env(), ORDERS, staging.StagedRun.from_dict(args["staged"]))
 else:
-    result = steps.publish(ORDERS, staging.StagedRun.from_dict(args["staged"]))
+    result = steps.publish(Runtime.from_env(), ORDERS, staging.StagedRun.from_dict(args["staged"]))
 mark("done", command["task"])
 if not command.get("calibrate"):
     die()  # the task's work is over, but the process dies before Airflow hears of it

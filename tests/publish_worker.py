@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from wap import steps
+from wap.runtime import Runtime
 
 
 def publish_at(moment: float, staged: dict) -> tuple[str, str]:
@@ -16,6 +17,6 @@ def publish_at(moment: float, staged: dict) -> tuple[str, str]:
     run = steps.staging.StagedRun.from_dict(staged)
     time.sleep(max(0.0, moment - time.time()))
     try:
-        return run.run_id, steps.publish(ORDERS, run)["status"]
+        return run.run_id, steps.publish(Runtime.from_env(), ORDERS, run)["status"]
     except steps.SupersededError as exc:
         return run.run_id, f"superseded: {exc}"

@@ -53,7 +53,7 @@ def overlapped(progress: Path) -> bool:
 @pytest.mark.parametrize("partition_column", ["d", None], ids=["partition", "whole-table"])
 def test_readers_never_see_a_mix_or_a_gap(data_dir, tmp_path, partition_column):
     from wap import tables
-    from wap.audit import Contract
+    from wap.contract import Contract
 
     name = f"test.atomic_{partition_column or 'whole'}"
     columns = {"id": "string", "version": "string", "d": "date"}

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from wap import tables
-from wap.audit import Contract
+from wap.contract import Contract
 from wap.tables import CONTRACT_VERSION, ContractVersionError
 
 COLUMNS = {"id": "string", "d": "date", "amount": "decimal(12,2)", "channel": "string", "n": "int"}

@@ -19,7 +19,7 @@ import threading
 import time
 
 import pytest
-from conftest import START
+from conftest import START, session_runtime
 from crash_harness import TaskProcess, task_env
 
 from wap import planner, steps, tables
@@ -59,7 +59,7 @@ def rows(day: dt.date) -> list[dict]:
 
 
 def state_of(orders, day: dt.date) -> planner.PartitionState:
-    (state,) = planner.plan(orders, day, day)
+    (state,) = planner.plan(session_runtime(), orders, day, day)
     return state
 
 
@@ -98,10 +98,13 @@ def test_a_stage_killed_mid_way_needs_a_run_at_once_and_a_new_run_publishes_it(o
     assert rows(KILLED)[0]["status"] == "running", "the planner only reads"
 
     # A new run (new run id) records the death, then publishes the partition.
-    staged = steps.stage(orders, KILLED, "manual__after-the-kill", 1)
+    staged = steps.stage(session_runtime(), orders, KILLED, "manual__after-the-kill", 1)
     (dead,) = [r for r in rows(KILLED) if r["run_token"] == killed["run_token"]]
     assert dead["status"] == "failed" and dead["error"].startswith("attempt died: process gone: "), dead
-    assert steps.publish(orders, steps.audit(orders, staged))["status"] == "published"
+    assert (
+        steps.publish(session_runtime(), orders, steps.audit(session_runtime(), orders, staged))["status"]
+        == "published"
+    )
     assert [r["status"] for r in rows(KILLED)] == ["failed", "published"]
     assert state_of(orders, KILLED).state == "ok"
 

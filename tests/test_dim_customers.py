@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import Crash, crash_after_commit, run_dag
+from conftest import Crash, crash_after_commit, run_dag, session_runtime
 from ol_spec import spec_registry, validate
 from pg import PostgresServer
 
@@ -202,22 +202,24 @@ def test_staged_merges_are_invisible_and_the_first_to_publish_wins(hourly, shop)
     hour = HOURS[-1] + dt.timedelta(hours=2)
     customers.write_hour(shop.url(), hour, new=5, changed=3)
     before, version = dimension(), live()
-    first = steps.audit(pipeline, steps.stage(pipeline, hour, "manual__first", 1))
+    first = steps.audit(session_runtime(), pipeline, steps.stage(session_runtime(), pipeline, hour, "manual__first", 1))
     with sa.create_engine(shop.url()).begin() as conn:  # the second run reads other rows: it must not win
         conn.execute(
             sa.text("UPDATE public.customers SET tier = 'gold' WHERE updated_at >= :start AND updated_at < :end"),
             {"start": hour, "end": hour + dt.timedelta(hours=1)},
         )
-    second = steps.audit(pipeline, steps.stage(pipeline, hour, "manual__second", 1))
+    second = steps.audit(
+        session_runtime(), pipeline, steps.stage(session_runtime(), pipeline, hour, "manual__second", 1)
+    )
     assert first.base_snapshot == second.base_snapshot == version.snapshot_id
     assert first.checksum != second.checksum
     assert dimension() == before, "staged rows are not live"
-    result = steps.publish(pipeline, first)
+    result = steps.publish(session_runtime(), pipeline, first)
     assert result["status"] == "published"
     won = dimension()
     assert len(won) == len(before) + 5
     with pytest.raises(steps.SupersededError, match="first run to publish"):
-        steps.publish(pipeline, second)
+        steps.publish(session_runtime(), pipeline, second)
     assert dimension() == won and live().snapshot_id == result["snapshot_id"]
     statuses = {r["run_id"]: r["status"] for r in Ledger().rows("dim_customers", key(hour))}
     assert statuses == {"manual__first": "published", "manual__second": "superseded"}
@@ -233,17 +235,19 @@ def test_a_publish_that_crashed_before_its_ledger_row_is_not_repeated(hourly, sh
     pipeline = find_pipeline("dim_customers")
     hour = HOURS[-1] + dt.timedelta(hours=3)
     customers.write_hour(shop.url(), hour, new=2, changed=2)
-    staged = steps.audit(pipeline, steps.stage(pipeline, hour, "manual__crash", 1))
+    staged = steps.audit(
+        session_runtime(), pipeline, steps.stage(session_runtime(), pipeline, hour, "manual__crash", 1)
+    )
     with monkeypatch.context() as patch:
         crash_after_commit(patch)
         with pytest.raises(Crash):
-            steps.publish(pipeline, staged)
+            steps.publish(session_runtime(), pipeline, staged)
     committed = tables.find_publish(tables.load_table(TABLE), staged.run_token)
     assert committed is not None and live().snapshot_id == committed
     (row,) = Ledger().rows("dim_customers", key(hour))
     assert row["status"] == "running"
     snapshots = len(tables.load_table(TABLE).snapshots())
-    assert steps.publish(pipeline, staged)["snapshot_id"] == committed
+    assert steps.publish(session_runtime(), pipeline, staged)["snapshot_id"] == committed
     assert len(tables.load_table(TABLE).snapshots()) == snapshots, "the retry committed nothing"
     (row,) = Ledger().rows("dim_customers", key(hour))
     assert (row["status"], row["snapshot_id"]) == ("published", committed)
@@ -257,7 +261,9 @@ def test_a_quarantined_merge_is_not_released_over_later_merges(hourly):
     bad_hour = key(HOURS[-1] + dt.timedelta(hours=1))
     before = live().snapshot_id
     with pytest.raises(quarantine.QuarantineError, match="merged table"):
-        quarantine.release("dim_customers", bad_hour, reason="tier platinum is valid now", force=True)
+        quarantine.release(
+            session_runtime(), "dim_customers", bad_hour, reason="tier platinum is valid now", force=True
+        )
     assert live().snapshot_id == before
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import START, read_partition, run_dag
+from conftest import START, read_partition, run_dag, session_runtime
 from expected import daily_sales, orders_for_day
 
 DAYS = [START + dt.timedelta(days=n) for n in range(3)]
@@ -125,8 +125,12 @@ def test_a_new_attempt_of_the_same_inputs_stages_the_same_checksum(published, sp
 
     from wap import steps
 
-    first = steps.audit(ORDERS, steps.stage(ORDERS, DAYS[0], "determinism-check", 1))
-    second = steps.audit(ORDERS, steps.stage(ORDERS, DAYS[0], "determinism-check", 2))
+    first = steps.audit(
+        session_runtime(), ORDERS, steps.stage(session_runtime(), ORDERS, DAYS[0], "determinism-check", 1)
+    )
+    second = steps.audit(
+        session_runtime(), ORDERS, steps.stage(session_runtime(), ORDERS, DAYS[0], "determinism-check", 2)
+    )
     assert first.staged_dir != second.staged_dir
     assert (first.rows_out, first.checksum) == (second.rows_out, second.checksum)
     assert first.checksum == fingerprint("silver.orders", DAYS[0])[1]

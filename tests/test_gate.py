@@ -100,7 +100,8 @@ def test_a_blocking_failure_quarantines_and_keeps_the_live_partition(good_day, d
 
 
 def test_contract_names_the_column_and_the_types(spark):
-    from wap.audit import Contract, check_contract
+    from wap.audit import check_contract
+    from wap.contract import Contract
 
     contract = Contract(
         version=1, partition_column="d", columns={"id": "string", "amount": "decimal(12,2)", "d": "date"}

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 
 import pytest
+from conftest import session_runtime
 
 from wap.partition import HOURLY
 
@@ -84,8 +85,8 @@ def monkeypatch_module():
 def run(pipeline, hour: dt.datetime, run_id: str):
     from wap import steps
 
-    staged = steps.stage(pipeline, hour, run_id, 1)
-    return staged, steps.publish(pipeline, steps.audit(pipeline, staged))
+    staged = steps.stage(session_runtime(), pipeline, hour, run_id, 1)
+    return staged, steps.publish(session_runtime(), pipeline, steps.audit(session_runtime(), pipeline, staged))
 
 
 def rows_of(hour: dt.datetime) -> list[str]:

@@ -55,13 +55,15 @@ def source(root: Path, **options):
 
 
 def take(spark, root: Path, **options):
-    from wap.sources import take_in
+    from wap.sources import Places, take_in
 
-    return take_in(spark, source(root, **options), DAY)
+    return take_in(spark, source(root, **options), DAY, Places(root.parent))
 
 
 def reasons_by_line(spark, root: Path, **options) -> dict[str, str | None]:
-    rows = source(root, **options).read(spark, DAY).collect()
+    from wap.sources import Places
+
+    rows = source(root, **options).read(spark, DAY, Places(root.parent)).collect()
     return {r["_record"]: r["_reject"] for r in rows}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import START, run_dag
+from conftest import START, run_dag, session_runtime
 
 from wap import maintenance, steps, tables
 from wap.ledger import Ledger
@@ -70,8 +70,8 @@ def built(landed, spark):
         """Publish a run; return the snapshots its commit added (a replacing swap adds two:
         the delete and the add, committed together) and the run."""
         before = {s.snapshot_id for s in tables.load_table(TABLE).snapshots()}
-        staged = steps.audit(ORDERS, steps.stage(ORDERS, day, run_id, 1))
-        steps.publish(ORDERS, staged)
+        staged = steps.audit(session_runtime(), ORDERS, steps.stage(session_runtime(), ORDERS, day, run_id, 1))
+        steps.publish(session_runtime(), ORDERS, staged)
         return {s.snapshot_id for s in tables.load_table(TABLE).snapshots()} - before, staged
 
     tables.ensure_table(TABLE, ORDERS.contract)
@@ -80,14 +80,14 @@ def built(landed, spark):
     extra = landed_record(landed, D1, "extra")
     s3, again = publish(D1, "again")  # new rows: replaces day 1, superseding `first`'s files
     extra.unlink()
-    orphan = steps.stage(ORDERS, D2, "never-published", 1)
+    orphan = steps.stage(session_runtime(), ORDERS, D2, "never-published", 1)
     bad = landed / "orders" / f"dt={D3}" / "bad.jsonl"
     bad.write_text("not json\n" * 20)  # too many unusable records: the stage quarantines the run
     with pytest.raises(steps.GateFailedError):
-        steps.stage(ORDERS, D3, "bad-run", 1)
+        steps.stage(session_runtime(), ORDERS, D3, "bad-run", 1)
     bad.unlink()
     (held,) = [r for r in Ledger().rows("silver_orders", str(D3)) if r["status"] == "quarantined"]
-    inflight = steps.stage(ORDERS, D2, "in-flight", 1)
+    inflight = steps.stage(session_runtime(), ORDERS, D2, "in-flight", 1)
     table = tables.load_table(TABLE)
     assert {s.snapshot_id for s in table.snapshots()} == s1 | s2 | s3
     return SimpleNamespace(
@@ -105,7 +105,7 @@ def built(landed, spark):
 
 
 def test_young_snapshots_and_files_are_kept(built):
-    result = maintenance.maintain_table(TABLE)  # the defaults: a 7-day window, a 24 h margin
+    result = maintenance.maintain_table(session_runtime(), TABLE)  # the defaults: a 7-day window, a 24 h margin
     assert (result.expired, result.removed) == ([], [])
     assert result.held == [f"file://{built.held}"], "the quarantined run is reported as held"
     for run in (built.first, built.orphan, built.inflight, built.held):
@@ -120,7 +120,7 @@ def window_edge(after: set[int], before: set[int]) -> dt.datetime:
 
 def test_snapshots_past_the_window_expire_and_the_current_and_recent_ones_stay(built):
     now = window_edge(built.s1, built.s2)
-    expired = maintenance.expire_snapshots(TABLE, Retention(window=WINDOW, min_snapshots=1), now=now)
+    expired = maintenance.expire_snapshots(session_runtime(), TABLE, Retention(window=WINDOW, min_snapshots=1), now=now)
     assert set(expired) == built.s1
 
     table = tables.load_table(TABLE)
@@ -138,7 +138,7 @@ def test_snapshots_past_the_window_expire_and_the_current_and_recent_ones_stay(b
     # Long past the window, the most recent `min_snapshots` of the history stay, the current one always.
     later = now + dt.timedelta(days=365)
     retention = Retention(window=WINDOW, min_snapshots=len(built.s2 | built.s3))
-    assert maintenance.expire_snapshots(TABLE, retention, now=later) == []
+    assert maintenance.expire_snapshots(session_runtime(), TABLE, retention, now=later) == []
     candidates = maintenance.snapshots_to_expire(table, Retention(min_snapshots=1), later)
     assert set(candidates) == (built.s2 | built.s3) - {table.current_snapshot().snapshot_id}
 
@@ -151,7 +151,7 @@ def test_dry_run_lists_what_would_go_and_changes_nothing(built, capsys):
     age(built.inflight, dt.timedelta(0))  # written just now: in flight
     before = files_under(built.root)
 
-    dry = maintenance.maintain_table(TABLE, dry_run=True)
+    dry = maintenance.maintain_table(session_runtime(), TABLE, dry_run=True)
     # Day 1's first files are not the current snapshot's, but the second publish (in the window) reads them.
     assert dry.runs_removed == [f"file://{built.orphan}"]
     assert dry.bytes_freed == sum(before[str(local(f))][0] for f in dry.removed) > 0
@@ -170,8 +170,8 @@ def test_unreferenced_old_files_go_and_every_referenced_file_stays(built):
             table.scan(snapshot_id=snapshot.snapshot_id).to_arrow()  # each one still reads
         assert live_rows().equals(built.rows), "the live table reads the same rows"
 
-    dry = maintenance.maintain_table(TABLE, dry_run=True)
-    done = maintenance.maintain_table(TABLE)
+    dry = maintenance.maintain_table(session_runtime(), TABLE, dry_run=True)
+    done = maintenance.maintain_table(session_runtime(), TABLE)
     assert done.removed == dry.removed and done.bytes_freed == dry.bytes_freed > 0
     assert not built.orphan.exists(), "the staged run never published is gone, folder and all"
     assert any(built.first.glob("*.parquet")), "a snapshot in the window still reads day 1's first files"
@@ -184,13 +184,16 @@ def test_unreferenced_old_files_go_and_every_referenced_file_stays(built):
     # Once the second publish is past the window too, day 1's superseded files go.
     before = tables.load_table(TABLE)
     retention = Retention(window=WINDOW, min_snapshots=1)
-    assert set(maintenance.expire_snapshots(TABLE, retention, now=window_edge(built.s2, built.s3))) == built.s2
+    assert (
+        set(maintenance.expire_snapshots(session_runtime(), TABLE, retention, now=window_edge(built.s2, built.s3)))
+        == built.s2
+    )
     # Day 2's data stays live, but its publish (before the window) has left the history.
     assert maintenance.unrecorded_partitions(before, built.s2) == [str(D2)]
-    assert maintenance.remove_orphans(TABLE).runs_removed == [f"file://{built.first}"]
+    assert maintenance.remove_orphans(session_runtime(), TABLE).runs_removed == [f"file://{built.first}"]
     assert not built.first.exists()
     check_referenced_files_and_rows()
-    assert maintenance.maintain_table(TABLE).removed == [], "a second run finds nothing more"
+    assert maintenance.maintain_table(session_runtime(), TABLE).removed == [], "a second run finds nothing more"
 
 
 def test_quarantine_leftovers_have_a_longer_retention(built):
@@ -198,10 +201,10 @@ def test_quarantine_leftovers_have_a_longer_retention(built):
     (leftover / "rejects").mkdir(parents=True)
     (leftover / "rejects" / "part-0.json").write_text("{}\n")
     age(leftover, AGED)
-    assert maintenance.maintain_table(TABLE).removed == [], "within the quarantine retention"
+    assert maintenance.maintain_table(session_runtime(), TABLE).removed == [], "within the quarantine retention"
     age(leftover, dt.timedelta(days=31))
     age(built.held, dt.timedelta(days=31))
-    result = maintenance.maintain_table(TABLE)
+    result = maintenance.maintain_table(session_runtime(), TABLE)
     assert result.runs_removed == [f"file://{leftover}"] and not leftover.exists()
     assert any(built.held.rglob("part-*")), "a run awaiting a decision stays, however old"
 
@@ -233,8 +236,8 @@ def test_a_run_whose_base_version_expired_still_publishes(built):
     from wap import planner
 
     far = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
-    maintenance.expire_snapshots(TABLE, Retention(window=WINDOW, min_snapshots=1), now=far)
+    maintenance.expire_snapshots(session_runtime(), TABLE, Retention(window=WINDOW, min_snapshots=1), now=far)
     assert tables.live_version(tables.load_table(TABLE), D1) is None, "day 1's publish has left the history"
-    (state,) = planner.plan(ORDERS, D1, D1)
+    (state,) = planner.plan(session_runtime(), ORDERS, D1, D1)
     assert (state.state, "expired" in state.detail) == ("ok", True), state
     assert live_rows().equals(built.rows)

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import session_runtime
 from pg import free_port
 
 from wap import maintenance, rollback, staging, steps, tables
@@ -158,7 +159,7 @@ def staged_run(spark, orders, tmp: Path, run_id: str, rows: list[tuple]) -> stag
 
 def audited(orders, staged: staging.StagedRun) -> staging.StagedRun:
     """The real gate; then the run's files are the bucket's, as write_staged lists them on a cluster."""
-    checked = steps.audit(orders, staged)
+    checked = steps.audit(session_runtime(), orders, staged)
     return dataclasses.replace(checked, files=staging.list_files(staged.staged_dir))
 
 
@@ -230,7 +231,7 @@ def test_publish_replace_and_roll_back_in_the_bucket(store, spark, orders, tmp_p
 
     a = audited(orders, staged_run(spark, orders, tmp_path, "s3-version-a", order_rows("A", 5)))
     assert a.files and all(f.startswith(f"{a.staged_dir}/") for f in a.files)
-    assert steps.publish(orders, a)["status"] == "published"
+    assert steps.publish(session_runtime(), orders, a)["status"] == "published"
     current, rows = live(orders)
     a_snapshot = tables.live_version(current, DAY).snapshot_id
     # The table references the staged objects where they are: the commit copied nothing.
@@ -241,7 +242,7 @@ def test_publish_replace_and_roll_back_in_the_bucket(store, spark, orders, tmp_p
 
     b = audited(orders, staged_run(spark, orders, tmp_path, "s3-version-b", order_rows("B", 7, "20.00")))
     assert b.checksum != a.checksum
-    assert steps.publish(orders, b)["status"] == "published"
+    assert steps.publish(session_runtime(), orders, b)["status"] == "published"
     current, rows = live(orders)
     assert set(rows.column("order_id").to_pylist()) == {f"O-B-{n}" for n in range(7)}, "only the new version"
     assert checksum(spark, rows) == b.checksum
@@ -249,7 +250,7 @@ def test_publish_replace_and_roll_back_in_the_bucket(store, spark, orders, tmp_p
     assert all(exists(f) for f in a.files), "the replaced version's files stay, for rollback"
     assert [v.run_id for v in tables.versions(current, DAY)] == ["s3-version-b", "s3-version-a"]
 
-    result = rollback.rollback_partition(orders, DAY, a_snapshot, reason="test: back to A")
+    result = rollback.rollback_partition(session_runtime(), orders, DAY, a_snapshot, reason="test: back to A")
     assert result["status"] == "rolled_back"
     current, rows = live(orders)
     assert checksum(spark, rows) == a.checksum and rows.num_rows == 5
@@ -259,7 +260,7 @@ def test_publish_replace_and_roll_back_in_the_bucket(store, spark, orders, tmp_p
     # A re-run with the rows now live publishes nothing and deletes its staged objects.
     again = audited(orders, staged_run(spark, orders, tmp_path, "s3-version-a-again", order_rows("A", 5)))
     assert again.checksum == a.checksum
-    assert steps.publish(orders, again)["status"] == "skipped"
+    assert steps.publish(session_runtime(), orders, again)["status"] == "skipped"
     assert staging.list_files(again.staged_dir) == [] and not keys(store, f"{key(again.staged_dir)}/")
     assert ledger_row(orders, again)["status"] == "skipped"
 
@@ -270,7 +271,7 @@ def test_a_blocked_run_is_quarantined_and_released_in_the_bucket(store, spark, o
     bad = staged_run(spark, orders, tmp_path, "s3-bad", [*order_rows("D", 3), *order_rows("NEG", 1, "-5.00")])
     staged_files = staging.list_files(bad.staged_dir)
     with pytest.raises(steps.GateFailedError, match="quarantined in s3://"):
-        steps.audit(orders, bad)
+        steps.audit(session_runtime(), orders, bad)
     row = ledger_row(orders, bad)
     assert row["status"] == "quarantined"
     # The move: every object copied to quarantine, then the staged ones deleted.
@@ -280,7 +281,7 @@ def test_a_blocked_run_is_quarantined_and_released_in_the_bucket(store, spark, o
     assert all(f.startswith(f"{row['staged_path']}/data/") for f in held)
     assert tables.live_version(tables.load_table(orders.table), DAY).run_id == "s3-version-a", "nothing published"
 
-    result = quarantine.release(orders.name, DAY.isoformat(), reason="test: the refund is real")
+    result = quarantine.release(session_runtime(), orders.name, DAY.isoformat(), reason="test: the refund is real")
     assert result["status"] == "published"
     assert quarantine.files(row)["data"] == [], "moved back out of quarantine"
     current, rows = live(orders)
@@ -300,11 +301,11 @@ def test_upkeep_lists_and_deletes_in_the_bucket(store, spark, orders, tmp_path):
     retention = maintenance.Retention(margin=dt.timedelta(hours=1), quarantine=dt.timedelta(hours=1))
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
 
-    dry = maintenance.maintain_table(orders.table, retention, now=later, dry_run=True)
+    dry = maintenance.maintain_table(session_runtime(), orders.table, retention, now=later, dry_run=True)
     assert sorted(dry.removed) == [f"s3://{BUCKET}/{k}" for k in orphan_keys]
     assert keys(store, f"{key(orphan.staged_dir)}/") == orphan_keys, "a dry run deletes nothing"
 
-    done = maintenance.maintain_table(orders.table, retention, now=later)
+    done = maintenance.maintain_table(session_runtime(), orders.table, retention, now=later)
     assert (done.expired, sorted(done.removed), done.runs_removed) == ([], dry.removed, [orphan.staged_dir])
     assert keys(store, f"{key(orphan.staged_dir)}/") == []
     table = tables.load_table(orders.table)

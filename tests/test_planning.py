@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import START, read_partition, run_dag
+from conftest import START, read_partition, run_dag, session_runtime
 
 from wap.settings import REPO_ROOT
 
@@ -109,7 +109,9 @@ def test_the_whole_table_rolls_back_to_an_earlier_snapshot(history):
 
     table = tables.load_table("silver.orders")
     first_day = tables.live_version(table, DAYS[0])  # day 1's publish: days 2 and 3 came later
-    changed = rollback.rollback_table(find_pipeline("silver_orders"), first_day.snapshot_id, "revert the backfill")
+    changed = rollback.rollback_table(
+        session_runtime(), find_pipeline("silver_orders"), first_day.snapshot_id, "revert the backfill"
+    )
     assert {c["partition"] for c in changed} == {str(DAYS[1]), str(DAYS[2])}
     table = tables.load_table("silver.orders")
     assert tables.partition_files(table, "order_date", DAYS[1]) == []
@@ -119,7 +121,7 @@ def test_the_whole_table_rolls_back_to_an_earlier_snapshot(history):
         str(DAYS[2]),
     }
     with pytest.raises(rollback.RollbackError, match=r"not in silver\.orders's current history"):
-        rollback.rollback_table(find_pipeline("silver_orders"), 12345, "x")
+        rollback.rollback_table(session_runtime(), find_pipeline("silver_orders"), 12345, "x")
 
 
 def test_run_runs_a_dag_here_for_each_partition_of_a_range(history):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from conftest import START, read_partition
+from conftest import START, read_partition, session_runtime
 from pg import PostgresServer
 from publish_worker import publish_at
 from test_serialised import extra_order
@@ -60,7 +60,7 @@ def workers(orders):
 
 
 def staged_run(orders, day: dt.date, run_id: str):
-    return steps.audit(orders, steps.stage(orders, day, run_id, 1))
+    return steps.audit(session_runtime(), orders, steps.stage(session_runtime(), orders, day, run_id, 1))
 
 
 def publish_together(workers, runs) -> dict[str, str]:
@@ -70,7 +70,7 @@ def publish_together(workers, runs) -> dict[str, str]:
 
 
 def test_catalog_and_ledger_live_in_postgres(postgres, orders, data_dir):
-    steps.publish(orders, staged_run(orders, DAYS[-1] + dt.timedelta(days=1), "pg-first"))
+    steps.publish(session_runtime(), orders, staged_run(orders, DAYS[-1] + dt.timedelta(days=1), "pg-first"))
     with sa.create_engine(postgres.url("wap_catalog")).connect() as conn:
         names = conn.execute(sa.text("SELECT table_namespace, table_name FROM iceberg_tables")).all()
     assert (*orders.table.split("."),) in [tuple(row) for row in names]

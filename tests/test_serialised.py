@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import START, read_partition
+from conftest import START, read_partition, session_runtime
 from publish_worker import publish_at
 
 from wap import steps, tables
@@ -57,13 +57,13 @@ def extra_order(folder: Path, n: str, day: dt.date = DAY) -> Path:
 
 
 def staged_run(orders, run_id: str):
-    return steps.audit(orders, steps.stage(orders, DAY, run_id, 1))
+    return steps.audit(session_runtime(), orders, steps.stage(session_runtime(), orders, DAY, run_id, 1))
 
 
 def test_two_runs_of_one_partition_race_and_the_first_to_publish_wins(orders, landed, workers):
     folder = landed / "orders" / f"dt={DAY.isoformat()}"
     seed = staged_run(orders, "race-seed")
-    steps.publish(orders, seed)
+    steps.publish(session_runtime(), orders, seed)
     winners = []
     for n in range(ROUNDS):
         before = tables.load_table(orders.table)
@@ -122,15 +122,15 @@ def test_a_run_that_staged_before_another_published_does_not_overwrite_it(orders
         extra.unlink()
     same = staged_run(orders, "stale-same")
     assert late.checksum != first.checksum
-    assert steps.publish(orders, first)["status"] == "published"
+    assert steps.publish(session_runtime(), orders, first)["status"] == "published"
     with pytest.raises(steps.SupersededError, match="stale-first"):
-        steps.publish(orders, late)
+        steps.publish(session_runtime(), orders, late)
     assert tables.live_version(tables.load_table(orders.table), DAY).run_id == "stale-first"
 
     # Its data again, on the new live version: publishes.
     again = staged_run(orders, "stale-again")
     assert again.checksum == late.checksum
-    assert steps.publish(orders, again)["status"] == "published"
+    assert steps.publish(session_runtime(), orders, again)["status"] == "published"
     # A run with the same rows as what is live: nothing to commit, nothing lost.
     assert same.checksum == again.checksum
-    assert steps.publish(orders, same)["status"] == "skipped"
+    assert steps.publish(session_runtime(), orders, same)["status"] == "skipped"

@@ -23,7 +23,8 @@ import pytest
 from wap import audit, template
 from wap.audit import SuiteError
 from wap.partition import DAILY, GRAINS, HOURLY
-from wap.pipeline import Merge, Pipeline, declared_in, find_pipeline
+from wap.pipeline import Pipeline, declared_in, find_pipeline
+from wap.publish import Merge
 from wap.settings import REPO_ROOT
 
 SUITE_FILE = "silver.flights.json"
@@ -225,7 +226,7 @@ def test_a_partition_column_missing_from_the_contract_is_refused(folder):
 def test_no_partition_column_is_refused_unless_the_pipeline_merges(folder):
     (problem,) = refused(folder, flights(partition_column=None)).problems
     assert "no partition_column; only a merged pipeline" in problem
-    merged = load(folder, flights(partition_column=None), merge=Merge(key="flight_id", newest="departed_at"))
+    merged = load(folder, flights(partition_column=None), publish=Merge(key="flight_id", newest="departed_at"))
     assert merged.partition_column is None
 
 
@@ -239,7 +240,7 @@ def test_a_partition_column_of_the_wrong_type_for_the_grain_is_refused(folder, g
 
 def test_a_merge_key_must_be_a_column(folder):
     merge = Merge(key="flight", newest="departed_at")
-    (problem,) = refused(folder, flights(partition_column=None), merge=merge).problems
+    (problem,) = refused(folder, flights(partition_column=None), publish=merge).problems
     assert "Merge.key 'flight' is not a column of the contract; did you mean 'flight_id'?" in problem
 
 
@@ -284,8 +285,8 @@ def test_the_repositorys_suites_pass_with_the_pipelines_that_use_them():
     directory = REPO_ROOT / "expectations"
     for name in suites:
         for pipeline in by_suite[name]:
-            merged = pipeline.merge is not None
-            audit.check_suite(name, grain=pipeline.grain, merged=merged, directory=directory)
+            partitioned = pipeline.publish.partitioned
+            audit.check_suite(name, grain=pipeline.grain, partitioned=partitioned, directory=directory)
 
 
 @pytest.mark.parametrize(
@@ -301,8 +302,8 @@ def test_the_repositorys_suites_pass_with_the_pipelines_that_use_them():
 def test_the_templates_generated_suites_pass(request_args):
     request = template.spec(**request_args)
     suite = json.loads(template.render(request)[f"expectations/{request.suite}"])
-    merged = request.merge_key is not None
-    assert audit.suite_problems(suite, grain=GRAINS[request.grain], merged=merged) == []
+    partitioned = request.merge_key is None
+    assert audit.suite_problems(suite, grain=GRAINS[request.grain], partitioned=partitioned) == []
 
 
 def test_the_static_type_names_are_great_expectations_own():

@@ -40,6 +40,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wap.contract import Contract
+from wap.errors import SuiteError
+from wap.ledger import bounded
 from wap.settings import REPO_ROOT, load_settings
 
 if TYPE_CHECKING:
@@ -50,18 +53,9 @@ if TYPE_CHECKING:
 
 BLOCKING, WARNING = "blocking", "warning"
 SAMPLE_VALUES = 5
-SAMPLE_CHARS = 300  # of one sample value kept in the ledger (a 1 MB string is a sample, not a copy)
 # Names of the gate's own checks (GX expectations are named by their type).
 PRESENT, TYPED, ADDED = "contract: column present", "contract: column type", "contract: no added columns"
 VOLUME, REJECTS = "volume: rows vs recent partitions", "source: rejected records"
-
-
-@dataclass(frozen=True)
-class Contract:
-    version: int
-    partition_column: str | None  # None: the table is not partitioned (a merged dimension)
-    columns: dict[str, str]
-    on_added_column: str = "block"
 
 
 @dataclass
@@ -276,27 +270,6 @@ _NEEDS = {
 }
 
 
-class SuiteError(ValueError):
-    """A suite that is wrong whatever the data: refused when its pipeline loads, before any work.
-
-    One error for every problem of the suite (`problems`), each naming the expectation, the
-    column and the fix.
-    """
-
-    def __init__(self, suite: str, problems: list[str], pipeline: str | None = None) -> None:
-        self.suite, self.problems, self.pipeline = suite, list(problems), pipeline
-        owner = f" (pipeline {pipeline})" if pipeline else ""
-        count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
-        listed = "\n".join(f"  - {Path(suite).name}: {problem}" for problem in problems)
-        super().__init__(
-            f"suite {suite}{owner} does not fit its contract ({count}); nothing was run. "
-            f"Fix the suite and the pipeline loads again:\n{listed}"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable, as exceptions crossing processes must be
-        return (type(self), (self.suite, self.problems, self.pipeline))
-
-
 def type_class(spark_type: str) -> str | None:
     """The class of a contract's column type that expectations care about (None: another type)."""
     name = _type_name(spark_type)
@@ -332,7 +305,7 @@ def _required_column_kwargs(kind: str) -> tuple[str, ...]:
     }.get(kind, ())
 
 
-def _contract_problems(raw: Any, grain: Grain | None, merged: bool) -> tuple[list[str], dict[str, str] | None]:
+def _contract_problems(raw: Any, grain: Grain | None, partitioned: bool) -> tuple[list[str], dict[str, str] | None]:
     """The contract's own problems, and its columns (None: unusable)."""
     if not isinstance(raw, dict):
         return ["meta.contract is missing: declare the table's columns and types there"], None
@@ -350,9 +323,9 @@ def _contract_problems(raw: Any, grain: Grain | None, merged: bool) -> tuple[lis
     # The partition column against the pipeline's grain (until now checked at stage, once Spark was up).
     column = raw.get("partition_column")
     if column is None:
-        if not merged:
+        if partitioned:
             problems.append(
-                "meta.contract has no partition_column; only a merged pipeline (Pipeline(merge=Merge(...))) "
+                "meta.contract has no partition_column; only a merged pipeline (Pipeline(publish=Merge(...))) "
                 "writes an unpartitioned table"
             )
     elif column not in columns:
@@ -394,20 +367,21 @@ def _expectation_problems(where: str, kind: str, kwargs: dict[str, Any], columns
 
 
 def suite_problems(
-    suite: Any, *, grain: Grain | None = None, merged: bool = False, named: dict[str, str] | None = None
+    suite: Any, *, grain: Grain | None = None, partitioned: bool = True, named: dict[str, str] | None = None
 ) -> list[str]:
     """Everything wrong with a suite whatever the data, checked against its own contract.
 
     Each expectation: a GX 1.x type, every column it names in the contract, of a type it
     can check (`COLUMN_TYPE_RULES`), `meta.severity` blocking or warning. The contract:
     columns, version, added-column policy, and (given the pipeline's `grain`) a partition
-    column of the grain's type, absent only for a `merged` pipeline. `named`: more columns
+    column of the grain's type, absent only for a pipeline whose publish mode is not
+    `partitioned` (`wap.publish.Merge`). `named`: more columns
     the pipeline names, by what names them (e.g. a merge key).
     """
     if not isinstance(suite, dict):
         return ["a suite must be a JSON object with meta.contract and expectations"]
     meta = suite.get("meta") if isinstance(suite.get("meta"), dict) else {}
-    problems, columns = _contract_problems(meta.get("contract"), grain, merged)
+    problems, columns = _contract_problems(meta.get("contract"), grain, partitioned)
     for what, column in (named or {}).items():
         if columns is not None and column not in columns:
             hint = _did_you_mean(column, columns) or f"the contract's columns are: {', '.join(columns)}"
@@ -445,7 +419,7 @@ def check_suite(
     name: str,
     *,
     grain: Grain | None = None,
-    merged: bool = False,
+    partitioned: bool = True,
     named: dict[str, str] | None = None,
     pipeline: str | None = None,
     directory: str | Path | None = None,
@@ -459,7 +433,7 @@ def check_suite(
         raise SuiteError(shown, ["no such file (suites are read from WAP_EXPECTATIONS_DIR)"], pipeline) from None
     except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
         raise SuiteError(shown, [f"cannot be read as JSON: {exc}"], pipeline) from None
-    problems = suite_problems(suite, grain=grain, merged=merged, named=named)
+    problems = suite_problems(suite, grain=grain, partitioned=partitioned, named=named)
     if problems:
         raise SuiteError(shown, problems, pipeline)
     return load_contract(suite)
@@ -757,14 +731,6 @@ def evaluate(
     others = [e for i, e in enumerate(expectations) if i not in compiled]
     findings = run_suite(df, failed, known_failed=True) + run_suite(df, others)
     return findings, {name: values[name] for name in also or {}}
-
-
-def bounded(value: Any) -> Any:
-    """A sample value as kept in the ledger: long text cut, saying how long it was."""
-    text = value if isinstance(value, str) else None
-    if text is None or len(text) <= SAMPLE_CHARS:
-        return value
-    return f"{text[:SAMPLE_CHARS]}... ({len(text)} characters)"
 
 
 def _raised(exception_info: Any) -> str | None:

@@ -180,7 +180,7 @@ def dead_reason(
 @cache
 def _engine(url: str) -> sa.Engine:
     if url.startswith("sqlite:///"):
-        load_settings().data_dir.mkdir(parents=True, exist_ok=True)
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, future=True)
     metadata.create_all(engine)
     _upgrade(engine)
@@ -236,6 +236,17 @@ def _rebuild_sqlite(engine: sa.Engine) -> None:
         except BaseException:
             conn.exec_driver_sql("ROLLBACK")
             raise
+
+
+SAMPLE_CHARS = 300  # of one sample value kept in the ledger (a 1 MB string is a sample, not a copy)
+
+
+def bounded(value: Any) -> Any:
+    """A sample value as kept in the ledger: long text cut, saying how long it was."""
+    text = value if isinstance(value, str) else None
+    if text is None or len(text) <= SAMPLE_CHARS:
+        return value
+    return f"{text[:SAMPLE_CHARS]}... ({len(text)} characters)"
 
 
 def _check_status(status: str | None) -> None:

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from wap.partition import Partition, from_key, grain_of, key_of
 
 if TYPE_CHECKING:
-    from airflow.sdk import Asset
     from openlineage.client.event_v2 import Dataset
 
     from wap.pipeline import Pipeline
@@ -37,14 +36,6 @@ if TYPE_CHECKING:
 FACET_SCHEMAS = Path(__file__).with_name("lineage_facets")
 # Where the custom facets' schemas are named; resolved offline from FACET_SCHEMAS.
 FACET_SCHEMA_URL = "https://wap-templates.invalid/spec/facets/1-0-0/{name}.json#/$defs/{name}"
-
-
-def table_asset(identifier: str) -> Asset:
-    """The Airflow asset of a live table; its events carry the partition key."""
-    from airflow.sdk import Asset
-
-    namespace, name = identifier.rsplit(".", 1)
-    return Asset(name=identifier, uri=f"iceberg://wap/{namespace}/{name}", group="iceberg")
 
 
 def transport_problem() -> str | None:
@@ -327,9 +318,8 @@ def run_facets(pipeline: Pipeline, partition: Partition, run_id: str, try_number
 
     return {
         "wapPartition": partition_facet(
-            # A merged table is not partitioned: its runs' windows are of the merge's ordering column.
             pipeline.table,
-            pipeline.partition_column or (pipeline.merge and pipeline.merge.newest),
+            pipeline.publish.window_column(pipeline.partition_column),
             partition,
         ),
         "wapLedger": ledger_facet(pipeline.name, run_id, try_number, run_token(run_id, try_number), **ledger),

@@ -59,8 +59,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from wap import staging, tables
-from wap.ledger import Ledger
 from wap.quarantine import QUARANTINED
+from wap.runtime import Runtime
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -142,7 +142,11 @@ def snapshots_to_expire(table: Table, retention: Retention, now: dt.datetime) ->
 
 
 def expire_snapshots(
-    identifier: str, retention: Retention | None = None, now: dt.datetime | None = None, dry_run: bool = False
+    runtime: Runtime,
+    identifier: str,
+    retention: Retention | None = None,
+    now: dt.datetime | None = None,
+    dry_run: bool = False,
 ) -> list[int]:
     """Expire the table's snapshots older than the rollback window; return their ids."""
     from pyiceberg.exceptions import CommitFailedException
@@ -153,7 +157,7 @@ def expire_snapshots(
     retention = retention or Retention.from_env()
     now = now or dt.datetime.now(dt.UTC)
     for attempt in range(tables.COMMIT_RETRIES):
-        table = tables.load_table(identifier)
+        table = tables.load_table(identifier, runtime.catalog)
         expired = snapshots_to_expire(table, retention, now)
         current = table.current_snapshot()
         if dry_run or not expired or current is None:
@@ -199,14 +203,14 @@ def referenced_files(table: Table, ignoring: Collection[int] = ()) -> set[str]:
     }
 
 
-def awaiting_decision(identifier: str) -> set[str]:
+def awaiting_decision(runtime: Runtime, identifier: str) -> set[str]:
     """Run tokens of the table's quarantined runs that no one has released or discarded."""
-    return {
-        row["run_token"] for row in Ledger().rows() if row["table_name"] == identifier and row["status"] == QUARANTINED
-    }
+    rows = runtime.ledger.rows()
+    return {row["run_token"] for row in rows if row["table_name"] == identifier and row["status"] == QUARANTINED}
 
 
 def remove_orphans(
+    runtime: Runtime,
     identifier: str,
     retention: Retention | None = None,
     now: dt.datetime | None = None,
@@ -221,11 +225,11 @@ def remove_orphans(
 
     retention = retention or Retention.from_env()
     now = now or dt.datetime.now(dt.UTC)
-    table = tables.load_table(identifier)
+    table = tables.load_table(identifier, runtime.catalog)
     location = table.location().rstrip("/")
     filesystem, root = staging.file_system(location)  # configured like the catalog's (an object store's keys)
     scheme = location.split("://", 1)[0] + "://" if "://" in location else ""
-    held_tokens = awaiting_decision(identifier)
+    held_tokens = awaiting_decision(runtime, identifier)
     # Listed before the references are read: a file published meanwhile is then young, or referenced.
     units: dict[str, list[fs.FileInfo]] = {}
     for area in AREAS:
@@ -235,7 +239,7 @@ def remove_orphans(
                 parts = info.path[len(root) + 1 :].split("/")
                 # A run's folder `<area>/<col>=<day>/<token>/` is one unit; a file elsewhere is its own.
                 units.setdefault("/".join(parts[:3]) + "/" if len(parts) > 3 else "/".join(parts), []).append(info)
-    referenced = referenced_files(tables.load_table(identifier), ignoring)
+    referenced = referenced_files(tables.load_table(identifier, runtime.catalog), ignoring)
 
     removed: list[str] = []
     runs: list[str] = []
@@ -273,14 +277,18 @@ def remove_orphans(
 
 
 def maintain_table(
-    identifier: str, retention: Retention | None = None, now: dt.datetime | None = None, dry_run: bool = False
+    runtime: Runtime,
+    identifier: str,
+    retention: Retention | None = None,
+    now: dt.datetime | None = None,
+    dry_run: bool = False,
 ) -> Upkeep:
     """Expire the table's old snapshots, then remove its unreferenced staged/quarantined files."""
     retention = retention or Retention.from_env()
     now = now or dt.datetime.now(dt.UTC)
-    before = tables.load_table(identifier)
-    expired = expire_snapshots(identifier, retention, now, dry_run)
-    cleanup = remove_orphans(identifier, retention, now, dry_run, ignoring=expired if dry_run else ())
+    before = tables.load_table(identifier, runtime.catalog)
+    expired = expire_snapshots(runtime, identifier, retention, now, dry_run)
+    cleanup = remove_orphans(runtime, identifier, retention, now, dry_run, ignoring=expired if dry_run else ())
     unrecorded = unrecorded_partitions(before, set(expired))
     if unrecorded:
         log.warning(
@@ -290,24 +298,21 @@ def maintain_table(
             len(unrecorded),
             unrecorded[0],
         )
-    left = {s.snapshot_id for s in tables.load_table(identifier).snapshots()} - set(expired)
+    left = {s.snapshot_id for s in tables.load_table(identifier, runtime.catalog).snapshots()} - set(expired)
     return replace(cleanup, expired=expired, snapshots_left=len(left), unrecorded=unrecorded)
 
 
 def maintain(
+    runtime: Runtime,
     identifiers: Iterable[str] | None = None,
     retention: Retention | None = None,
     now: dt.datetime | None = None,
     dry_run: bool = False,
 ) -> list[Upkeep]:
     """`maintain_table` for each table named (default: every table in the catalog)."""
-    from wap.cli import list_tables
-
     retention = retention or Retention.from_env()
-    return [
-        maintain_table(name, retention, now, dry_run)
-        for name in (list_tables() if identifiers is None else identifiers)
-    ]
+    names = tables.list_tables(runtime.catalog) if identifiers is None else identifiers
+    return [maintain_table(runtime, name, retention, now, dry_run) for name in names]
 
 
 def _has_files(filesystem: Any, directory: str) -> bool:

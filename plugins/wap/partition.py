@@ -21,11 +21,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from wap.errors import PartitionError as PartitionError  # re-exported: callers import it from here
+
 Partition = dt.date | dt.datetime  # a datetime only for sub-daily grains (always UTC, on the hour)
-
-
-class PartitionError(ValueError):
-    """The run has no partition, or the value given is not a valid one."""
 
 
 # The calendar a partition may fall in (inclusive). Beyond it, Airflow's timetables and date

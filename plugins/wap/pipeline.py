@@ -11,31 +11,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wap import lineage
 from wap.partition import DAILY, Grain
+from wap.publish import REPLACE_PARTITION, PublishMode
 from wap.settings import load_settings
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset
 
-    from wap.audit import Contract
+    from wap.contract import Contract
     from wap.sources import Source
-
-
-@dataclass(frozen=True)
-class Merge:
-    """Publish by merging into a table keyed by `key` (a dimension), not by replacing a partition.
-
-    A run's SQL gives the changes of its partition (e.g. the rows updated in that hour); the
-    staged result is the whole table with them merged in: for each key, the row with the
-    newest `newest` wins (ties: the greatest row). That rule makes a run idempotent and the
-    runs of different partitions commutative: re-running an hour, or running hours out of
-    order (a backfill), converges on the same table. Rows deleted at the source are not seen
-    by an incremental extract; model deletes as a column (e.g. `deleted_at`).
-    """
-
-    key: str
-    newest: str  # the column that orders versions of a row, e.g. updated_at
 
 
 @dataclass(frozen=True)
@@ -48,7 +32,7 @@ class Pipeline:
     suite: str  # file in expectations/ (GX suite + schema contract)
     sources: tuple[Source, ...]
     grain: Grain = DAILY  # one partition = a UTC day, or an hour (wap.partition.HOURLY)
-    merge: Merge | None = None  # None: each run replaces its partition of the table
+    publish: PublishMode = REPLACE_PARTITION  # how a run's result is published (`wap.publish`)
 
     def __post_init__(self) -> None:
         # Check the suite against its contract now, at DAG import (JSON only, no GX, no Spark):
@@ -65,9 +49,12 @@ class Pipeline:
         contract, or `audit.SuiteError` listing every problem."""
         from wap import audit
 
-        named = {"Merge.key": self.merge.key, "Merge.newest": self.merge.newest} if self.merge else None
         return audit.check_suite(
-            self.suite, grain=self.grain, merged=self.merge is not None, named=named, pipeline=self.name
+            self.suite,
+            grain=self.grain,
+            partitioned=self.publish.partitioned,
+            named=self.publish.named_columns(),
+            pipeline=self.name,
         )
 
     @property
@@ -77,7 +64,7 @@ class Pipeline:
 
     @property
     def asset(self) -> Asset:
-        return lineage.table_asset(self.table)
+        return table_asset(self.table)
 
     def sql_text(self) -> str:
         return (load_settings().sql_dir / self.sql).read_text(encoding="utf-8")
@@ -86,6 +73,14 @@ class Pipeline:
         """Hash of what decides the output: the SQL, the suite and contract."""
         suite = (load_settings().expectations_dir / self.suite).read_bytes()
         return hashlib.sha256(self.sql_text().encode() + b"\0" + suite).hexdigest()[:12]
+
+
+def table_asset(identifier: str) -> Asset:
+    """The Airflow asset of a live table; its events carry the partition key."""
+    from airflow.sdk import Asset
+
+    namespace, name = identifier.rsplit(".", 1)
+    return Asset(name=identifier, uri=f"iceberg://wap/{namespace}/{name}", group="iceberg")
 
 
 def find_pipeline(name: str) -> Pipeline:

@@ -17,9 +17,10 @@ import datetime as dt
 from dataclasses import dataclass
 
 from wap import tables
-from wap.ledger import Ledger, dead_reason
+from wap.ledger import dead_reason
 from wap.partition import Partition, grain_of, key_of
 from wap.pipeline import Pipeline
+from wap.runtime import Runtime
 
 NEEDS_RUN = ("missing", "failed", "quarantined", "stale")
 
@@ -31,20 +32,20 @@ class PartitionState:
     detail: str = ""
 
 
-def plan(pipeline: Pipeline, start: Partition, end: Partition) -> list[PartitionState]:
+def plan(runtime: Runtime, pipeline: Pipeline, start: Partition, end: Partition) -> list[PartitionState]:
     """The state of every partition from `start` to `end` (inclusive), at the pipeline's grain."""
     if end < start:
         raise ValueError(f"--to {end} is before --from {start}")
     from pyiceberg.exceptions import NoSuchTableError
 
     try:
-        table = tables.load_table(pipeline.table)
+        table = tables.load_table(pipeline.table, runtime.catalog)
     except NoSuchTableError:  # never published: every partition is missing
         table = None
     current = pipeline.code_version()
     now = dt.datetime.now(dt.UTC)
     latest: dict[str, dict] = {}
-    for row in Ledger().rows(pipeline.name):
+    for row in runtime.ledger.rows(pipeline.name):
         # Rows come oldest first; a superseded run lost to one that published, which counts.
         if key_of(start) <= row["partition"] <= key_of(end) and row["status"] != "superseded":
             latest[row["partition"]] = row

@@ -24,26 +24,24 @@ from typing import Any
 
 from wap import audit as gate
 from wap import staging
-from wap.ledger import Ledger, as_utc
+from wap.errors import QuarantineError
+from wap.ledger import as_utc
 from wap.partition import from_key
+from wap.runtime import Runtime
 
 QUARANTINED = "quarantined"
 # Statuses that put a partition live: a later one makes releasing an older run a step back.
 LIVE = ("published", "skipped")
 
 
-class QuarantineError(ValueError):
-    """The requested decision cannot be carried out (the message says why)."""
-
-
-def quarantined(pipeline: str | None = None) -> list[dict[str, Any]]:
+def quarantined(runtime: Runtime, pipeline: str | None = None) -> list[dict[str, Any]]:
     """Ledger rows of runs waiting in quarantine, oldest first."""
-    return [row for row in Ledger().rows(pipeline) if row["status"] == QUARANTINED]
+    return [row for row in runtime.ledger.rows(pipeline) if row["status"] == QUARANTINED]
 
 
-def find(pipeline: str, partition: str, run_token: str | None = None) -> dict[str, Any]:
+def find(runtime: Runtime, pipeline: str, partition: str, run_token: str | None = None) -> dict[str, Any]:
     """The partition's latest quarantined run (or the one with `run_token`)."""
-    rows = [r for r in Ledger().rows(pipeline, partition) if r["status"] == QUARANTINED]
+    rows = [r for r in runtime.ledger.rows(pipeline, partition) if r["status"] == QUARANTINED]
     if run_token:
         rows = [r for r in rows if r["run_token"] == run_token]
     if not rows:
@@ -89,12 +87,20 @@ def describe(row: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def release(pipeline_name: str, partition: str, *, reason: str, run_token: str | None = None, force: bool = False):
+def release(
+    runtime: Runtime,
+    pipeline_name: str,
+    partition: str,
+    *,
+    reason: str,
+    run_token: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
     """Publish a quarantined run's staged files as the live partition; return the publish result."""
     from wap import steps
     from wap.pipeline import find_pipeline
 
-    row = find(pipeline_name, partition, run_token)
+    row = find(runtime, pipeline_name, partition, run_token)
     _require_reason(reason)
     held = files(row)
     if not held["data"]:
@@ -109,23 +115,21 @@ def release(pipeline_name: str, partition: str, *, reason: str, run_token: str |
             + "; ".join(f.message for f in schema)
             + "); change the SQL or bump the contract, then run the partition again"
         )
-    later = [r for r in Ledger().rows(pipeline_name, partition) if r["id"] > row["id"] and r["status"] in LIVE]
+    later = [r for r in runtime.ledger.rows(pipeline_name, partition) if r["id"] > row["id"] and r["status"] in LIVE]
     if later and not force:
         raise QuarantineError(
             f"partition {partition} was published by a later run ({later[-1]['run_id']}); releasing this "
             "older run would replace it. Pass --force to do that anyway."
         )
     pipeline = find_pipeline(pipeline_name)
-    table = steps.tables.load_table(pipeline.table)
-    live = steps.tables.live_version(table, None if pipeline.merge else from_key(partition))
-    if pipeline.merge is not None and live is not None and live.committed_at > as_utc(row["started_at"]):
-        # Its files are the whole table as merged onto an older version: publishing them
-        # would undo every merge since, --force or not.
-        raise QuarantineError(
-            f"cannot release: {pipeline.table} is a merged table and run {live.run_id} published a new version "
-            f"after this run staged its merge; releasing would undo that. Fix the source rows (or the suite) "
-            f"and run {partition} again."
+    table = steps.tables.load_table(pipeline.table, runtime.catalog)
+    live = steps.tables.live_version(table, pipeline.publish.replaces(from_key(partition)))
+    if live is not None and (
+        refusal := pipeline.publish.release_refusal(
+            pipeline.table, partition, live.run_id, live.committed_at, as_utc(row["started_at"])
         )
+    ):
+        raise QuarantineError(refusal)
     staged_dir = staging.partition_dir(
         table.location(),
         "data",
@@ -150,17 +154,19 @@ def release(pipeline_name: str, partition: str, *, reason: str, run_token: str |
         checksum=row["checksum"],
         base_snapshot=live and live.snapshot_id,  # the decision was made against what is live now
     )
-    result = steps.publish(pipeline, staged)
-    Ledger().update(pipeline_name, row["run_token"], details={"release": _decision(reason)})
+    result = steps.publish(runtime, pipeline, staged)
+    runtime.ledger.update(pipeline_name, row["run_token"], details={"release": _decision(reason)})
     return result
 
 
-def discard(pipeline_name: str, partition: str, *, reason: str, run_token: str | None = None) -> dict[str, Any]:
+def discard(
+    runtime: Runtime, pipeline_name: str, partition: str, *, reason: str, run_token: str | None = None
+) -> dict[str, Any]:
     """Delete a quarantined run's files; its ledger row says `discarded`, by whom and why."""
-    row = find(pipeline_name, partition, run_token)
+    row = find(runtime, pipeline_name, partition, run_token)
     _require_reason(reason)
     staging.remove_dir(row["staged_path"])
-    Ledger().update(
+    runtime.ledger.update(
         pipeline_name, row["run_token"], status="discarded", staged_path=None, details={"discard": _decision(reason)}
     )
     return {"status": "discarded", "partition": partition, "run_id": row["run_id"]}

@@ -18,25 +18,27 @@ import getpass
 from typing import Any
 
 from wap import staging, tables
-from wap.ledger import Ledger
+from wap.errors import RollbackError
 from wap.partition import Partition, from_key, key_of
 from wap.pipeline import Pipeline
+from wap.runtime import Runtime
 
 # Snapshot summary key of a rollback's commit: the snapshot whose version it restored.
 ROLLED_BACK_TO = "wap.rolled-back-to"
 
 
-class RollbackError(ValueError):
-    """The rollback asked for cannot be done (the message says why)."""
-
-
 def _record(
-    pipeline: Pipeline, partition: Partition, version: tables.PublishedVersion | None, snapshot_id: int, reason: str
+    runtime: Runtime,
+    pipeline: Pipeline,
+    partition: Partition,
+    version: tables.PublishedVersion | None,
+    snapshot_id: int,
+    reason: str,
 ) -> None:
     """A `rolled_back` ledger row: the version now live (None: the partition is gone)."""
     run_id = f"rollback__{dt.datetime.now(dt.UTC).isoformat()}"
     token = staging.run_token(run_id, 1)
-    ledger = Ledger()
+    ledger = runtime.ledger
     ledger.start(
         pipeline=pipeline.name,
         table=pipeline.table,
@@ -63,15 +65,14 @@ def _record(
     )
 
 
-def rollback_partition(pipeline: Pipeline, partition: Partition, to_snapshot: int, reason: str) -> dict[str, Any]:
+def rollback_partition(
+    runtime: Runtime, pipeline: Pipeline, partition: Partition, to_snapshot: int, reason: str
+) -> dict[str, Any]:
     """Make the partition's version as of snapshot `to_snapshot` live again."""
     _require(reason)
-    if pipeline.merge is not None:
-        raise RollbackError(
-            f"{pipeline.table} is a merged table: every version holds every partition's merges, so one "
-            "partition cannot roll back alone. Roll the whole table back (no --partition)."
-        )
-    table = tables.load_table(pipeline.table)
+    if refusal := pipeline.publish.rollback_refusal(pipeline.table):
+        raise RollbackError(refusal)
+    table = tables.load_table(pipeline.table, runtime.catalog)
     target = tables.live_version(table, partition, as_of=to_snapshot)
     if target is None:
         raise RollbackError(f"{pipeline.table} had no published partition {partition} at snapshot {to_snapshot}")
@@ -96,8 +97,9 @@ def rollback_partition(pipeline: Pipeline, partition: Partition, to_snapshot: in
             ROLLED_BACK_TO: str(target.snapshot_id),
         },
         replaces=current and current.snapshot_id,
+        catalog=runtime.catalog,
     )
-    _record(pipeline, partition, target, snapshot_id, reason)
+    _record(runtime, pipeline, partition, target, snapshot_id, reason)
     return {
         "status": "rolled_back",
         "partition": key_of(partition),
@@ -106,10 +108,10 @@ def rollback_partition(pipeline: Pipeline, partition: Partition, to_snapshot: in
     }
 
 
-def rollback_table(pipeline: Pipeline, to_snapshot: int, reason: str) -> list[dict[str, Any]]:
+def rollback_table(runtime: Runtime, pipeline: Pipeline, to_snapshot: int, reason: str) -> list[dict[str, Any]]:
     """Make snapshot `to_snapshot` the table's current one; one ledger row per partition it changes."""
     _require(reason)
-    table = tables.load_table(pipeline.table)
+    table = tables.load_table(pipeline.table, runtime.catalog)
     current = table.current_snapshot()
     if current is None or to_snapshot not in {s.snapshot_id for s in tables.history(table)}:
         raise RollbackError(f"snapshot {to_snapshot} is not in {pipeline.table}'s current history")
@@ -126,7 +128,7 @@ def rollback_table(pipeline: Pipeline, to_snapshot: int, reason: str) -> list[di
     table.manage_snapshots().rollback_to_snapshot(to_snapshot).commit()
     out = []
     for day, then in changed:
-        _record(pipeline, day, then, to_snapshot, reason)
+        _record(runtime, pipeline, day, then, to_snapshot, reason)
         out.append(
             {"partition": key_of(day), "status": "rolled_back" if then else "removed", "snapshot_id": to_snapshot}
         )

@@ -18,20 +18,12 @@ from operator import and_, or_
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wap.errors import BadSourceError, SetupError, SourceMissingError
 from wap.partition import Partition, grain_of, key_of
 from wap.settings import load_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-
-class SourceMissingError(RuntimeError):
-    """An upstream input the partition needs is not there."""
-
-
-class BadSourceError(ValueError):
-    """Landed files the pipeline refuses to read (a layout, link, compression or header it
-    cannot take): retrying cannot help; the message names the file and what to do."""
 
 
 # Columns `LandedFiles.read` adds to the declared ones.
@@ -245,6 +237,16 @@ def _kind_reasons(fields: list[Any], line: Any) -> list[tuple[Any, str]]:
 
 
 @dataclass(frozen=True)
+class Places:
+    """Where sources are read from, passed in by the step that reads them (`Runtime.places`):
+    the landing folder of landed files, and the catalog of published tables (None: the
+    environment's)."""
+
+    landing_dir: Path
+    catalog: Any = None
+
+
+@dataclass(frozen=True)
 class LandedFiles:
     """Raw files landed per partition under `<landing>/<dataset>/dt=<key>/`, where the key is
     the pipeline's partition key: `dt=2024-01-31` (daily) or `dt=2024-01-31T05` (hourly).
@@ -277,8 +279,8 @@ class LandedFiles:
         """Where this dataset lands (what lineage names; never a single day's folder)."""
         return (load_settings().landing_dir / self.dataset).as_uri()
 
-    def folders(self, partition: Partition) -> list[str]:
-        root = load_settings().landing_dir / self.dataset
+    def folders(self, partition: Partition, landing_dir: Path | None = None) -> list[str]:
+        root = (landing_dir or load_settings().landing_dir) / self.dataset
         grain = grain_of(partition)
         return [str(root / f"dt={grain.key(grain.next(partition, n))}") for n in range(self.late_folders + 1)]
 
@@ -287,14 +289,14 @@ class LandedFiles:
         starting with `_` or `.`, such as markers and checksums, are not data; Spark skips them)."""
         return str(load_settings().landing_dir / self.dataset / f"dt={key_of(partition)}" / "[!_.]*")
 
-    def read(self, spark: SparkSession, partition: Partition) -> DataFrame:
+    def read(self, spark: SparkSession, partition: Partition, places: Places) -> DataFrame:
         """Every record of the partition's folders: the declared columns, plus `_reject` (why
         the record cannot be used, or null), `_own` (it landed in the partition's own
         folder), `_file` and `_record` (the record's text as landed)."""
         from pyspark.sql import functions as F
 
-        root = load_settings().landing_dir / self.dataset
-        files = landed_files(root, [Path(folder) for folder in self.folders(partition)])
+        root = places.landing_dir / self.dataset
+        files = landed_files(root, [Path(folder) for folder in self.folders(partition, places.landing_dir)])
         if not files:
             return spark.createDataFrame(
                 [], f"{self.schema}, {REJECT} STRING, {OWN} BOOLEAN, {FILE} STRING, {RECORD} STRING, {LATE} STRING"
@@ -429,10 +431,11 @@ class PublishedTable:
 
         return tables.load_table(self.table).location()
 
-    def read(self, spark: SparkSession, partition: Partition) -> DataFrame:
+    def read(self, spark: SparkSession, partition: Partition, places: Places) -> DataFrame:
         from wap import tables
 
-        files = tables.partition_files(tables.load_table(self.table), self.partition_column, partition)
+        table = tables.load_table(self.table, places.catalog)
+        files = tables.partition_files(table, self.partition_column, partition)
         if not files:
             raise SourceMissingError(
                 f"{self.table} has no published partition {self.partition_column}={partition}; run its pipeline first"
@@ -487,7 +490,7 @@ class DatabaseTable:
             f"AND {self.updated_at} < {bound(end.isoformat())}"
         )
 
-    def read(self, spark: SparkSession, partition: Partition) -> DataFrame:
+    def read(self, spark: SparkSession, partition: Partition, places: Places) -> DataFrame:
         conn = self._connection()
         frame = (
             spark.read.format("jdbc")
@@ -505,7 +508,7 @@ class DatabaseTable:
             return frame.localCheckpoint(eager=True)
         except Exception as exc:
             if "No suitable driver" in str(exc) or "ClassNotFoundException" in str(exc):
-                raise SourceMissingError(
+                raise SetupError(
                     f"{self.view}: Spark has no PostgreSQL JDBC driver; `make` installs it into .venv/jars "
                     "(or set WAP_JDBC_JARS to the driver's jar)"
                 ) from exc
@@ -542,7 +545,9 @@ class Intake:
         )
 
 
-def take_in(spark: SparkSession, source: Source, partition: Partition) -> tuple[DataFrame, DataFrame | None, Intake]:
+def take_in(
+    spark: SparkSession, source: Source, partition: Partition, places: Places
+) -> tuple[DataFrame, DataFrame | None, Intake]:
     """Read a source for the partition: (usable records, rejects or None, the accounting).
 
     One pass counts records and rejects; a second, only when there are rejects, takes a
@@ -551,7 +556,7 @@ def take_in(spark: SparkSession, source: Source, partition: Partition) -> tuple[
     """
     from pyspark.sql import functions as F
 
-    frame = source.read(spark, partition)
+    frame = source.read(spark, partition, places)
     if REJECT not in frame.columns:
         records = frame.count()
         return frame, None, Intake(source.view, records, records, {}, [])
@@ -568,8 +573,8 @@ def take_in(spark: SparkSession, source: Source, partition: Partition) -> tuple[
         if late_for is not None:
             late[late_for] = count
     sample = []
-    if rejected:  # a few rejects, each cut (`audit.bounded`): the whole records are in the rejects files
-        from wap.audit import bounded
+    if rejected:  # a few rejects, each cut (`ledger.bounded`): the whole records are in the rejects files
+        from wap.ledger import bounded
 
         picked = rejects.select(FILE, REJECT, F.coalesce(F.col(RECORD), F.lit("")).alias(RECORD))
         sample = [

@@ -160,7 +160,8 @@ def file_system(uri: str) -> tuple[FileSystem, str]:
 
     uri = table_uri(uri)
     if "://" not in uri or uri.startswith("file:"):
-        return fs.FileSystem.from_uri(uri)
+        filesystem, path = fs.FileSystem.from_uri(uri)
+        return filesystem, path
     io = _file_io(tuple(sorted(load_settings().object_store.io_properties.items())))
     scheme, netloc, path = io.parse_location(uri)
     return io.fs_by_scheme(scheme, netloc), path

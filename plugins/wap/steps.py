@@ -1,7 +1,9 @@
 """The steps of one run: stage, audit, publish. Each writes its outcome to the ledger.
 
 Plain functions with no Airflow in them: `tasks` calls them from TaskFlow tasks, tests
-and scripts call them directly.
+and scripts call them directly. Each takes the `Runtime` (settings, catalog, ledger,
+Spark) first and fetches nothing from the environment itself; how the table is published
+is the pipeline's `publish` mode (`wap.publish`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from wap import audit as gate
 from wap import sources, staging, tables
-from wap.ledger import Ledger
+from wap.errors import DataError, GateFailedError, PartitionChangedError, SupersededError
 from wap.partition import Partition, from_key, key_of
 from wap.pipeline import Pipeline
+from wap.runtime import Runtime
 
 log = logging.getLogger(__name__)
 ERROR_CHARS = 16_000  # of an error kept in the ledger: whole messages, bounded
@@ -39,23 +42,6 @@ class _Clock:
         self._last = now
 
 
-class DataError(RuntimeError):
-    """Bad data or a bad request: retrying the same run cannot fix it (no Airflow retry)."""
-
-
-class SupersededError(DataError):
-    """Another run published the partition after this one staged it: the first run to
-    publish wins, this one published nothing (I5). Retrying would not change that."""
-
-
-class GateFailedError(DataError):
-    """The run broke a blocking check; what it made is quarantined and nothing was published."""
-
-    def __init__(self, message: str, assertions: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.assertions = assertions or []  # every check and its result, for lineage
-
-
 def _held(step: Callable[P, R]) -> Callable[P, R]:
     """Run a step inside `Ledger.hold` of its attempt, from its first line to its last.
 
@@ -70,22 +56,22 @@ def _held(step: Callable[P, R]) -> Callable[P, R]:
         bound = signature.bind(*args, **kwargs).arguments
         staged = bound.get("staged")
         token = staged.run_token if staged is not None else staging.run_token(bound["run_id"], bound["try_number"])
-        with Ledger().hold(bound["pipeline"].name, token):
+        with bound["runtime"].ledger.hold(bound["pipeline"].name, token):
             return step(*args, **kwargs)
 
     return held
 
 
 @_held
-def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int) -> staging.StagedRun:
+def stage(
+    runtime: Runtime, pipeline: Pipeline, partition: Partition, run_id: str, try_number: int
+) -> staging.StagedRun:
     """Read the partition's inputs, transform them with the pipeline's SQL, stage the result.
 
     Landed records the run cannot use are rejects: kept under the run's quarantine folder
     and reported; above the source's allowed share the run stops here (`GateFailedError`).
     Columns the SQL adds beyond the contract are dropped here if the contract allows them.
     """
-    from wap.spark import get_spark
-
     token = staging.run_token(run_id, try_number)
     contract = pipeline.contract
     attempt = {
@@ -98,22 +84,19 @@ def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int
         "code_version": pipeline.code_version(),
         "contract_version": contract.version,
     }
-    ledger = Ledger()
-    try:
-        table = tables.ensure_table(pipeline.table, contract)
-    except tables.ContractVersionError as exc:
-        raise DataError(str(exc)) from exc
+    ledger = runtime.ledger
+    table = tables.ensure_table(pipeline.table, contract, runtime.catalog)  # ContractVersionError: a DataError
     ledger.reconcile(pipeline.name, key_of(partition), run_id, lambda t: tables.find_publish(table, t))
     ledger.start(**attempt)
-    base = tables.live_version(table, _scope(pipeline, partition))  # what this run's publish will replace
+    base = tables.live_version(table, pipeline.publish.replaces(partition))  # what this run's publish will replace
     quarantine = staging.partition_dir(table.location(), "quarantine", pipeline.partition_column, partition, token)
     clock = _Clock()
     try:
-        spark = get_spark()
+        spark = runtime.spark()
         clock.lap("spark_session")
         findings, intakes = [], {}
         for source in pipeline.sources:
-            usable, rejects, intake = sources.take_in(spark, source, partition)
+            usable, rejects, intake = sources.take_in(spark, source, partition, runtime.places)
             usable.createOrReplaceTempView(source.view)
             intakes[source.view] = {
                 "records": intake.records,
@@ -131,10 +114,9 @@ def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int
         if any(f.severity == gate.BLOCKING for f in findings):
             ledger.update(pipeline.name, token, **read)
             checked = gate.assertions(gate.load_suite(pipeline.suite), findings, staged=False)
-            _quarantined(pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {}, checked)
+            _quarantined(runtime, pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {}, checked)
         result = _transformed(spark, pipeline, partition)
-        if pipeline.merge is not None:
-            result = _merged(spark, pipeline, table, base, result)
+        result = pipeline.publish.staged_result(result, list(contract.columns), _reader(spark, table, base))
         if contract.on_added_column == "allow":
             added = [f for f in gate.check_contract(result, contract) if f.check == gate.ADDED]
             result = result.drop(*[f.column for f in added])
@@ -153,12 +135,7 @@ def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int
         )
     except GateFailedError:
         raise
-    except (sources.BadSourceError, DataError) as exc:  # the whole message: it says what to fix
-        ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:ERROR_CHARS])
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(str(exc)) from exc
-    except Exception as exc:
+    except Exception as exc:  # the whole message: a DataError's says what to fix
         ledger.update(pipeline.name, token, status="failed", error=f"stage: {exc}"[:ERROR_CHARS])
         raise
     ledger.update(
@@ -175,24 +152,22 @@ def stage(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int
 
 
 @_held
-def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
+def audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
     """Measure and gate the staged files; return the run with its row count and checksum.
 
     A passing partition costs one read of the staged files, plus one per uniqueness check
     (see `audit.evaluate`); on a blocking failure, the files are quarantined and
     `GateFailedError` raised.
     """
-    from wap.spark import get_spark
-
-    ledger = Ledger()
+    ledger = runtime.ledger
     clock = _Clock()
     partition = from_key(staged.partition)
-    spark = get_spark()
+    spark = runtime.spark()
     if staged.files:
         frame = spark.read.parquet(*map(staging.spark_uri, staged.files))
     else:  # nothing written at all: gate an empty partition of the contract's shape
         frame = spark.createDataFrame([], ", ".join(f"`{c}` {t}" for c, t in pipeline.contract.columns.items()))
-    table = tables.load_table(pipeline.table)
+    table = tables.load_table(pipeline.table, runtime.catalog)
     suite = gate.load_suite(pipeline.suite)
     volume = suite.get("meta", {}).get("volume")
     recent = (
@@ -218,6 +193,7 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
     )
     staging.move_dir(staged.staged_dir, f"{quarantine}/data")
     _quarantined(
+        runtime,
         pipeline,
         staged.run_token,
         partition,
@@ -229,6 +205,7 @@ def audit(pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
 
 
 def _quarantined(
+    runtime: Runtime,
     pipeline: Pipeline,
     token: str,
     partition: Partition,
@@ -240,7 +217,7 @@ def _quarantined(
     """Record a blocked run (what failed, where its files are) and stop it."""
     failed = ", ".join(f"{f.check}({f.column})" if f.column else f.check for f in report.blocking)
     details = {**fields.pop("details", {}), "audit": report.to_dict()}
-    Ledger().update(
+    runtime.ledger.update(
         pipeline.name,
         token,
         status="quarantined",
@@ -258,7 +235,7 @@ def _quarantined(
 
 
 @_held
-def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
+def publish(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
     """Swap the staged files in as the live partition, unless that is already done.
 
     - this attempt already published (a retry after a crash): no commit; the ledger is
@@ -271,16 +248,18 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
     """
     if staged.checksum is None:
         raise ValueError(f"{pipeline.table} {staged.partition}: publish needs an audited run (no checksum)")
-    ledger = Ledger()
+    ledger = runtime.ledger
     clock = _Clock()
     partition = from_key(staged.partition)
-    table = tables.load_table(pipeline.table)
+    table = tables.load_table(pipeline.table, runtime.catalog)
 
     snapshot_id = tables.find_publish(table, staged.run_token)
     if snapshot_id is not None:
         status = "published"
         log.info("%s %s was already published by this attempt (snapshot %s)", pipeline.table, partition, snapshot_id)
-    elif (live := tables.live_version(table, _scope(pipeline, partition))) and live.checksum == staged.checksum:
+    elif (
+        live := tables.live_version(table, pipeline.publish.replaces(partition))
+    ) and live.checksum == staged.checksum:
         status, snapshot_id = "skipped", live.snapshot_id
         staging.remove_dir(staged.staged_dir)
         log.info("%s %s unchanged (checksum %s): nothing to publish", pipeline.table, partition, staged.checksum)
@@ -303,9 +282,10 @@ def publish(pipeline: Pipeline, staged: staging.StagedRun) -> dict[str, Any]:
                     tables.CONTRACT_VERSION: str(staged.contract_version),
                 },
                 replaces=staged.base_snapshot,
+                catalog=runtime.catalog,
             )
-        except tables.PartitionChangedError as exc:
-            _superseded(pipeline, staged, exc.live)
+        except PartitionChangedError as exc:
+            _superseded(runtime, pipeline, staged, exc.live)
         log.info("published %s %s: %s rows, snapshot %s", pipeline.table, partition, staged.rows_out, snapshot_id)
     clock.lap("commit")
     fields: dict[str, Any] = {"staged_path": None} if status == "skipped" else {}  # its files were removed
@@ -339,36 +319,19 @@ def _transformed(spark: Any, pipeline: Pipeline, partition: Partition) -> Any:
     return result
 
 
-def _scope(pipeline: Pipeline, partition: Partition) -> Partition | None:
-    """What a run replaces: its partition, or (a merged table) the whole table's latest version."""
-    return None if pipeline.merge is not None else partition
+def _reader(spark: Any, table: Any, base: tables.PublishedVersion | None) -> Callable[[], Any]:
+    """Reads the rows of the version `base` (all its files), for a mode that builds on it."""
+
+    def read() -> Any:
+        files = tables.partition_files(table, None, None, as_of=base.snapshot_id) if base else []
+        return spark.read.parquet(*map(staging.spark_uri, files)) if files else None
+
+    return read
 
 
-def _merged(spark: Any, pipeline: Pipeline, table: Any, base: tables.PublishedVersion | None, changes: Any) -> Any:
-    """The whole table as it will be once `changes` are merged into the version `base`.
-
-    For each key, the newest row wins; exact ties go to the greatest row, so the result does
-    not depend on the order rows arrive in. Changes the contract does not fit are staged as
-    they are, for the gate to report.
-    """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    merge, columns = pipeline.merge, list(pipeline.contract.columns)
-    if merge is None or not set(columns) <= set(changes.columns):
-        return changes
-    rows = changes.select(*columns)
-    files = tables.partition_files(table, None, None, as_of=base.snapshot_id) if base else []
-    if files:
-        rows = rows.unionByName(spark.read.parquet(*map(staging.spark_uri, files)).select(*columns))
-    newest_first = [F.col(merge.newest).desc_nulls_last()] + [
-        F.col(c).desc_nulls_last() for c in columns if c not in (merge.key, merge.newest)
-    ]
-    rank = F.row_number().over(Window.partitionBy(merge.key).orderBy(*newest_first))
-    return rows.withColumn("_rank", rank).where("_rank = 1").drop("_rank")
-
-
-def _superseded(pipeline: Pipeline, staged: staging.StagedRun, live: tables.PublishedVersion | None) -> NoReturn:
+def _superseded(
+    runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun, live: tables.PublishedVersion | None
+) -> NoReturn:
     """Record a run that lost its publish to another run of the same partition, and stop it."""
     staging.remove_dir(staged.staged_dir)
     winner = live.run_id if live else "?"
@@ -377,5 +340,5 @@ def _superseded(pipeline: Pipeline, staged: staging.StagedRun, live: tables.Publ
         "staged it. The first run to publish a partition wins: this run published nothing and its staged files "
         f"are removed. Clear the whole DAG run to re-run it if its data should replace run {winner}'s."
     )
-    Ledger().update(pipeline.name, staged.run_token, status="superseded", staged_path=None, error=message)
+    runtime.ledger.update(pipeline.name, staged.run_token, status="superseded", staged_path=None, error=message)
     raise SupersededError(message)

@@ -22,15 +22,16 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from wap.errors import ContractVersionError, PartitionChangedError, PublishConflictError
 from wap.partition import HOURLY, Partition, key_of
-from wap.settings import load_settings
+from wap.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.schema import Schema
     from pyiceberg.table import Table
 
-    from wap.audit import Contract
+    from wap.contract import Contract
 
 # Snapshot summary keys written by every publish.
 RUN_ID, RUN_TOKEN, PARTITION, ROWS, CHECKSUM, PIPELINE, CODE_VERSION = (
@@ -60,25 +61,8 @@ _PRIMITIVES = {
 }
 
 
-class PublishConflictError(RuntimeError):
-    """Commits to the table kept colliding with others' (transient: a retry may succeed)."""
-
-
-class PartitionChangedError(RuntimeError):
-    """The partition is no longer the version this publish meant to replace: another run
-    published it first. The first run to publish a partition wins (I5)."""
-
-    def __init__(self, message: str, live: PublishedVersion | None) -> None:
-        super().__init__(message)
-        self.live = live
-
-
 # `swap_partition(replaces=ANY_VERSION)`: replace whatever is live when the swap starts.
 ANY_VERSION = object()
-
-
-class ContractVersionError(ValueError):
-    """The code's schema contract and the table's schema disagree in a way not allowed."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +94,9 @@ class PublishedVersion:
     committed_at: dt.datetime
 
 
-def get_catalog() -> Catalog:
-    """The configured catalog; one per configuration per process (each publish asks often)."""
-    settings = load_settings()
+def get_catalog(settings: Settings | None = None) -> Catalog:
+    """The catalog of `settings` (default: the environment's); one per configuration per process."""
+    settings = settings or load_settings()
     if settings.catalog_uri.startswith("sqlite:///"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     return _catalog(settings.catalog_name, tuple(sorted(settings.catalog_properties.items())))
@@ -174,7 +158,7 @@ def _widens(old: Any, new: Any) -> bool:
     }
 
 
-def ensure_table(identifier: str, contract: Contract) -> Table:
+def ensure_table(identifier: str, contract: Contract, catalog: Catalog | None = None) -> Table:
     """The table, created from the contract if absent, its schema matching the contract.
 
     The table property `wap.contract-version` says which contract version its schema is.
@@ -185,7 +169,7 @@ def ensure_table(identifier: str, contract: Contract) -> Table:
     """
     from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 
-    catalog = get_catalog()
+    catalog = catalog or get_catalog()
     for attempt in range(COMMIT_RETRIES):
         try:
             table = catalog.load_table(identifier)
@@ -290,8 +274,15 @@ def _refusals(changes: list[SchemaChange], partitioned_by: set[str | None], part
     return refused
 
 
-def load_table(identifier: str) -> Table:
-    return get_catalog().load_table(identifier)
+def load_table(identifier: str, catalog: Catalog | None = None) -> Table:
+    """The table `identifier` of `catalog` (default: the environment's, `get_catalog`)."""
+    return (catalog or get_catalog()).load_table(identifier)
+
+
+def list_tables(catalog: Catalog | None = None) -> list[str]:
+    """Every table of the catalog, as "namespace.table", sorted."""
+    catalog = catalog or get_catalog()
+    return sorted(".".join(ident) for ns in catalog.list_namespaces() for ident in catalog.list_tables(ns))
 
 
 def history(table: Table, as_of: int | None = None):
@@ -355,6 +346,7 @@ def swap_partition(
     properties: dict[str, str],
     *,
     replaces: int | object | None = ANY_VERSION,
+    catalog: Catalog | None = None,
 ) -> int:
     """Atomically replace one partition's files with `files`; return the new snapshot id.
 
@@ -370,7 +362,7 @@ def swap_partition(
     """
     from pyiceberg.exceptions import CommitFailedException, ValidationException
 
-    table = load_table(identifier)
+    table = load_table(identifier, catalog)
     scope = partition if partition_column else None
     if replaces is ANY_VERSION:
         base = live_version(table, scope)
@@ -396,11 +388,11 @@ def swap_partition(
         # Another commit landed first. pyiceberg re-applies ours on top when it can, and says
         # ValidationException when that commit added files to this partition.
         except (CommitFailedException, ValidationException):
-            table = load_table(identifier)
+            table = load_table(identifier, catalog)
             time.sleep(0.05 * 2**attempt)
     else:
         raise PublishConflictError(f"{identifier}: commit kept conflicting after {COMMIT_RETRIES} tries")
-    snapshot = load_table(identifier).current_snapshot()
+    snapshot = load_table(identifier, catalog).current_snapshot()
     assert snapshot is not None
     return snapshot.snapshot_id
 

@@ -6,10 +6,11 @@ A DAG file composes them:
     staged = stage(PIPELINE, partition)
     publish(PIPELINE, audit(PIPELINE, staged))
 
-Errors that retrying cannot fix (a bad partition value, `steps.DataError`: a failed
-quality gate, unreadable landed files, a contract change without a version bump, a
-publish lost to another run of the same partition) raise
-`AirflowFailException`, so Airflow fails the task at once instead of retrying it.
+Errors are translated here, once (`_LineageTask.execute`): a `wap.errors.WapError` that
+retrying cannot fix (a bad partition value, a failed quality gate, unreadable landed files,
+a contract change without a version bump, a publish lost to another run of the same
+partition) becomes `AirflowFailException`, so Airflow fails the task at once instead of
+retrying it; a retryable one (and anything unexpected) is left to Airflow's retries.
 """
 
 from __future__ import annotations
@@ -20,16 +21,17 @@ import os
 import time
 from typing import Any
 
-from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.providers.standard.triggers.file import FileTrigger
 from airflow.sdk import BaseSensorOperator, Param, task
-from airflow.sdk.bases.decorator import task_decorator_factory
+from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 from airflow.triggers.base import TriggerEvent
 
 from wap import lineage
 from wap import partition as partitions
+from wap.errors import GateFailedError, WapError
 from wap.pipeline import Pipeline
 
 # The params carry no format of their own: the resolve task validates the value, once, at
@@ -159,15 +161,29 @@ def wait_for_data(pipeline: Pipeline, partition: Any) -> list[Any]:
 _LINEAGE_PROBLEM = lineage.transport_problem()
 
 
-class _LineageTask(_PythonDecoratedOperator):
-    """A TaskFlow task whose body records its datasets and facets (`wap.lineage.record`);
-    the OpenLineage provider asks for them when the task completes or fails."""
+class _LineageTask(DecoratedOperator, PythonOperator):
+    """A TaskFlow task (Airflow's documented custom-decorator pattern: `DecoratedOperator` +
+    `PythonOperator`) whose body records its datasets and facets (`wap.lineage.record`); the
+    OpenLineage provider asks for them when the task completes or fails. The one place where
+    this package's errors become Airflow's."""
+
+    template_fields = ("templates_dict", "op_args", "op_kwargs")
+    custom_operator_name = "@task"
+
+    def __init__(self, *, python_callable: Any, op_args: Any, op_kwargs: Any, **kwargs: Any) -> None:
+        upstream = {"python_callable": python_callable, "op_args": op_args, "op_kwargs": op_kwargs}
+        super().__init__(kwargs_to_upstream=upstream, **upstream, **kwargs)
 
     def execute(self, context: Any) -> Any:
         lineage.begin()
         if problem := _LINEAGE_PROBLEM or lineage.transport_problem():
             self.log.warning("%s", problem)
-        return super().execute(context)
+        try:
+            return super().execute(context)
+        except WapError as exc:
+            if exc.retryable:
+                raise
+            raise AirflowFailException(str(exc)) from exc
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         return lineage.recorded()
@@ -183,10 +199,7 @@ def wap_task(python_callable: Any = None, **kwargs: Any) -> Any:
 
 @wap_task(task_id="resolve_partition")
 def _resolve_partition(grain: str = "daily", **context: Any) -> str:
-    try:
-        return partitions.key_of(partitions.resolve_partition(context, partitions.grain_named(grain)))
-    except partitions.PartitionError as exc:
-        raise AirflowFailException(str(exc)) from exc
+    return partitions.key_of(partitions.resolve_partition(context, partitions.grain_named(grain)))
 
 
 def resolve_partition(pipeline: Pipeline | None = None) -> Any:
@@ -198,17 +211,16 @@ def resolve_partition(pipeline: Pipeline | None = None) -> Any:
 @wap_task(task_id="stage", pool=SPARK_POOL)
 def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]:
     from wap import steps
+    from wap.runtime import Runtime
 
     day = pipeline.grain.parse(partition)
     run_id, try_number = context["run_id"], context["ti"].try_number
     lineage.staging(pipeline, day, run_id, try_number, "running")
     try:
-        staged = steps.stage(pipeline, day, run_id, try_number)
-    except steps.GateFailedError as exc:
+        staged = steps.stage(Runtime.from_env(), pipeline, day, run_id, try_number)
+    except GateFailedError:
         lineage.staging(pipeline, day, run_id, try_number, "quarantined")
-        raise AirflowFailException(str(exc)) from exc
-    except steps.DataError as exc:
-        raise AirflowFailException(str(exc)) from exc
+        raise
     lineage.staging(pipeline, day, run_id, try_number, "staged")
     return staged.to_dict()
 
@@ -216,15 +228,14 @@ def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]
 @wap_task(task_id="audit", pool=SPARK_POOL)
 def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
     from wap import steps
+    from wap.runtime import Runtime
 
     run = steps.staging.StagedRun.from_dict(staged)
     try:
-        audited = steps.audit(pipeline, run)
-    except steps.GateFailedError as exc:
+        audited = steps.audit(Runtime.from_env(), pipeline, run)
+    except GateFailedError as exc:
         lineage.audited(pipeline, run, exc.assertions, "quarantined")
-        raise AirflowFailException(str(exc)) from exc
-    except steps.DataError as exc:
-        raise AirflowFailException(str(exc)) from exc
+        raise
     lineage.audited(pipeline, run, audited.assertions, "audited")
     return audited.to_dict()
 
@@ -232,12 +243,10 @@ def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
 @wap_task(task_id="publish", pool=PUBLISH_POOL)
 def _publish(pipeline: Pipeline, staged: dict[str, Any], **context: Any) -> dict[str, Any]:
     from wap import steps
+    from wap.runtime import Runtime
 
     run = steps.staging.StagedRun.from_dict(staged)
-    try:
-        result = steps.publish(pipeline, run)
-    except steps.DataError as exc:  # another run published this partition first
-        raise AirflowFailException(str(exc)) from exc
+    result = steps.publish(Runtime.from_env(), pipeline, run)  # SupersededError: another run published first
     lineage.published(pipeline, run, result["snapshot_id"], result["status"])
     # The asset event carries the partition, so partition-aware consumers run for that day.
     context["outlet_events"][pipeline.asset].add_partitions(run.partition)
@@ -258,6 +267,26 @@ def audit(pipeline: Pipeline, staged: Any) -> Any:
 def publish(pipeline: Pipeline, audited: Any) -> Any:
     """Atomically swap the audited partition in; emits the table's asset event."""
     return _publish.override(outlets=[pipeline.asset])(pipeline, audited)
+
+
+@wap_task
+def catalog_tables() -> list[str]:
+    """Every table of the catalog (the maintenance DAG maps its upkeep over them)."""
+    from wap.runtime import Runtime
+    from wap.tables import list_tables
+
+    return list_tables(Runtime.from_env().catalog)
+
+
+@wap_task(max_active_tis_per_dag=2)
+def maintain_table(table: str, **context: Any) -> dict[str, Any]:
+    """Expire the table's old snapshots and remove its orphaned files (`wap.maintenance`), by the DAG's params."""
+    from wap import maintenance
+    from wap.runtime import Runtime
+
+    params = context["params"]
+    retention = maintenance.Retention.from_env(params["window_days"], params["margin_hours"])
+    return maintenance.maintain_table(Runtime.from_env(), table, retention, dry_run=params["dry_run"]).counts()
 
 
 @task(task_id="late_partitions")
