@@ -7,6 +7,7 @@ checks pass on them (one pytest run in the copy: Spark and Airflow start once).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -221,3 +222,31 @@ def test_the_longest_names_still_give_files_ruff_accepts(tmp_path):
             [sys.executable, "-m", "ruff", *command, *config, str(tmp_path)], capture_output=True, text=True
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_template_is_used_and_renders(tmp_path, monkeypatch):
+    """Each file in templates/ is read for some request, and every grain, source and merge renders
+    complete files (no Jinja left in them, the suite valid JSON) in the order they are written."""
+    import jinja2
+
+    read: set[str] = set()
+
+    class Recording(jinja2.FileSystemLoader):
+        def get_source(self, environment, name):
+            read.add(name)
+            return super().get_source(environment, name)
+
+    environment = template.environment(Recording(template.TEMPLATES))
+    monkeypatch.setattr(template, "environment", lambda: environment)
+    for grain in template.GRAINS:
+        for source, merge in (("files", False), ("postgres", False), ("postgres", True)):
+            request = template.spec("a_pipeline", grain=grain, source=source, merge=merge)
+            texts = template.render(request)
+            assert list(texts) == [str(path) for path in request.paths(Path())]
+            for text in [*texts.values(), template.next_steps(request, request.paths(tmp_path), tmp_path)]:
+                assert text.strip() and not re.search(r"\{[{%#]|[%#]\}", text), text
+            assert json.loads(texts[f"expectations/{request.suite}"]) == template.suite(request)
+    on_disk = {
+        path.relative_to(template.TEMPLATES).as_posix() for path in template.TEMPLATES.rglob("*") if path.is_file()
+    }
+    assert on_disk == read
