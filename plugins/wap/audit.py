@@ -380,7 +380,7 @@ def suite_problems(
     """
     if not isinstance(suite, dict):
         return ["a suite must be a JSON object with meta.contract and expectations"]
-    meta = suite.get("meta") if isinstance(suite.get("meta"), dict) else {}
+    meta: dict[str, Any] = suite["meta"] if isinstance(suite.get("meta"), dict) else {}
     problems, columns = _contract_problems(meta.get("contract"), grain, partitioned)
     for what, column in (named or {}).items():
         if columns is not None and column not in columns:
@@ -638,7 +638,7 @@ def _compile(expectation: dict[str, Any], key: str, types: dict[str, str]) -> Ch
     column = kwargs.pop("column", None)
     if column is not None and column not in types:
         return None
-    col = F.col(f"`{column}`") if column else None
+    col: Any = F.col(f"`{column}`") if column else None  # set for every column expectation below
 
     def share_ok(values: dict[str, Any]) -> bool:
         # GX: success when (1 - unexpected / considered) >= mostly; vacuous when none considered.
@@ -703,7 +703,9 @@ def _compile(expectation: dict[str, Any], key: str, types: dict[str, str]) -> Ch
 
 
 def _aggregate(df: DataFrame, aggregates: dict[str, Any]) -> dict[str, Any]:
-    return df.agg(*[column.alias(name) for name, column in aggregates.items()]).first().asDict()
+    row = df.agg(*[column.alias(name) for name, column in aggregates.items()]).first()
+    assert row is not None  # an aggregation without grouping has exactly one row
+    return row.asDict()
 
 
 def evaluate(

@@ -258,10 +258,12 @@ class Ledger:
     """Read and write ledger rows. `Ledger()` uses the configured URL."""
 
     def __init__(self, url: str | None = None, lease: dt.timedelta | None = None) -> None:
-        settings = load_settings() if url is None or lease is None else None
-        self.engine = _engine(url or settings.ledger_url)
+        if url is None or lease is None:
+            settings = load_settings()
+            url, lease = url or settings.ledger_url, lease or dt.timedelta(seconds=settings.lease_seconds)
+        self.engine = _engine(url)
         # How long a hold lasts unless renewed (WAP_LEASE_SECONDS); renewed every quarter of it.
-        self.lease = lease or dt.timedelta(seconds=settings.lease_seconds)
+        self.lease = lease
 
     def start(
         self,

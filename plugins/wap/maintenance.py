@@ -167,7 +167,9 @@ def expire_snapshots(
                 # pyiceberg's expiry carries no requirement: a rollback landing meanwhile could make
                 # one of these ids main's head, and expiring it would leave the table without one.
                 # (`_apply` is the only way pyiceberg 0.12 offers to add a requirement.)
-                tx._apply((), (AssertRefSnapshotId(snapshot_id=current.snapshot_id, ref=MAIN_BRANCH),))
+                # (`snapshot_id` is the field's name; mypy without pydantic's plugin sees only its alias.)
+                requirement = AssertRefSnapshotId(snapshot_id=current.snapshot_id, ref=MAIN_BRANCH)  # type: ignore[call-arg]
+                tx._apply((), (requirement,))
                 ExpireSnapshots(tx).by_ids(expired).commit()
             log.info("%s: expired %s snapshots older than %s", identifier, len(expired), now - retention.window)
             return expired

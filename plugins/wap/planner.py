@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from wap import tables
 from wap.ledger import dead_reason
@@ -44,7 +45,7 @@ def plan(runtime: Runtime, pipeline: Pipeline, start: Partition, end: Partition)
         table = None
     current = pipeline.code_version()
     now = dt.datetime.now(dt.UTC)
-    latest: dict[str, dict] = {}
+    latest: dict[str, dict[str, Any]] = {}
     for row in runtime.ledger.rows(pipeline.name):
         # Rows come oldest first; a superseded run lost to one that published, which counts.
         if key_of(start) <= row["partition"] <= key_of(end) and row["status"] != "superseded":
@@ -52,8 +53,8 @@ def plan(runtime: Runtime, pipeline: Pipeline, start: Partition, end: Partition)
     states = []
     for day in pipeline.grain.between(start, end):
         live = tables.live_version(table, day) if table is not None else None
-        last = latest.get(key_of(day))
-        status = last["status"] if last else None
+        last = latest.get(key_of(day)) or {}
+        status = last.get("status")
         if status == "rolled_back":
             states.append(PartitionState(day, "rolled_back", f"snapshot {last['snapshot_id']}"))
         elif status == "running" and (died := dead_reason(last, now)) is not None:
@@ -87,10 +88,16 @@ def backfill_commands(dag_id: str, states: list[PartitionState], max_active_runs
     re-runs them all: `none` creates runs for days Airflow never ran, `failed` also re-runs
     failed ones, `completed` also re-runs successful ones (stale partitions).
     """
-    commands, group = [], []
+    commands: list[str] = []
+    group: list[PartitionState] = []
     for state in [*states, None]:
         needed = state is not None and state.state in NEEDS_RUN
-        if needed and group and grain_of(state.partition).next(group[-1].partition) == state.partition:
+        if (
+            state is not None
+            and needed
+            and group
+            and grain_of(state.partition).next(group[-1].partition) == state.partition
+        ):
             group.append(state)
             continue
         if group:
@@ -101,7 +108,7 @@ def backfill_commands(dag_id: str, states: list[PartitionState], max_active_runs
                 f"--to-date {_cli_date(group[-1].partition, end=True)} --reprocess-behavior {behavior} "
                 f"--max-active-runs {max_active_runs}"
             )
-        group = [state] if needed else []
+        group = [state] if state is not None and needed else []
     return commands
 
 

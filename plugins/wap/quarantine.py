@@ -152,7 +152,7 @@ def release(
         contract_version=row.get("contract_version"),
         rows_out=row["rows_out"],
         checksum=row["checksum"],
-        base_snapshot=live and live.snapshot_id,  # the decision was made against what is live now
+        base_snapshot=live.snapshot_id if live else None,  # the decision was made against what is live now
     )
     result = steps.publish(runtime, pipeline, staged)
     runtime.ledger.update(pipeline_name, row["run_token"], details={"release": _decision(reason)})

@@ -563,9 +563,11 @@ def take_in(
     try:
         counts = frame.groupBy(REJECT, OWN, LATE).count().collect()
     except Exception as exc:
+        if not isinstance(source, LandedFiles):
+            raise
         raise _unreadable(exc, source) from exc
     rejects = frame.where(F.col(OWN) & F.col(REJECT).isNotNull())
-    rejected = {}
+    rejected: dict[str, int] = {}
     late: dict[str, int] = {}
     for reason, own, late_for, count in counts:
         if own and reason is not None:
@@ -587,7 +589,7 @@ def take_in(
         own_records=sum(n for _, own, _, n in counts if own),
         rejected=rejected,
         sample=sample,
-        max_rejected_share=source.max_rejected_share,
+        max_rejected_share=getattr(source, "max_rejected_share", 0.0),  # only landed files have rejects
         late=late,
     )
     usable = frame.where(F.col(REJECT).isNull()).drop(REJECT, OWN, FILE, RECORD, LATE)

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wap.settings import load_settings
+from wap.errors import JavaMissingError
+from wap.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -42,10 +43,6 @@ LOCAL_CONF = {
 }
 
 
-class JavaMissingError(RuntimeError):
-    pass
-
-
 def check_java() -> str:
     """Return the Java version line, or raise with how to install Java 17."""
     java = shutil.which("java", path=os.path.join(os.environ.get("JAVA_HOME", ""), "bin")) or shutil.which("java")
@@ -59,13 +56,13 @@ def check_java() -> str:
     return (out.stderr or out.stdout).splitlines()[0] if (out.stderr or out.stdout) else java
 
 
-def jars_conf() -> dict[str, str]:
+def jars_conf(settings: Settings | None = None) -> dict[str, str]:
     """`spark.jars` for the configured JDBC drivers (none: no setting), for a local session or server.
 
     A missing local jar fails here: Spark would only log it, and the read would fail much later
     with "No suitable driver".
     """
-    jars = load_settings().jdbc_jars
+    jars = (settings or load_settings()).jdbc_jars
     missing = [jar for jar in jars if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", jar) and not Path(jar).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -75,14 +72,15 @@ def jars_conf() -> dict[str, str]:
     return {"spark.jars": ",".join(jars)} if jars else {}
 
 
-def get_spark(app_name: str = "wap") -> SparkSession:
-    """The process's Spark session, created on first use."""
+def get_spark(app_name: str = "wap", settings: Settings | None = None) -> SparkSession:
+    """The process's Spark session, created on first use (from `settings`, default the environment's)."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    remote = load_settings().spark_remote
+    settings = settings or load_settings()
+    remote = settings.spark_remote
     if remote:
         # A remote server loads its own JDBC drivers (docker-compose.yaml: spark-connect).
         builder = SparkSession.builder.remote(remote)
@@ -95,7 +93,7 @@ def get_spark(app_name: str = "wap") -> SparkSession:
             # a bare `python3` from the PATH: Spark 4's UDF workers need pyarrow.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = SparkSession.builder.master(master)
-        conf = {**LOCAL_CONF, **SESSION_CONF, **jars_conf()}
+        conf = {**LOCAL_CONF, **SESSION_CONF, **jars_conf(settings)}
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.appName(app_name).getOrCreate()
@@ -128,7 +126,7 @@ class ConnectServer:
                 port = sock.getsockname()[1]
         self.port, self.timeout = port, timeout
         self.remote = f"sc://127.0.0.1:{port}"
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ConnectServer:
         import socket

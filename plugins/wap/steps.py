@@ -74,7 +74,7 @@ def stage(
     """
     token = staging.run_token(run_id, try_number)
     contract = pipeline.contract
-    attempt = {
+    attempt: dict[str, Any] = {
         "pipeline": pipeline.name,
         "table": pipeline.table,
         "partition": key_of(partition),
@@ -94,7 +94,8 @@ def stage(
     try:
         spark = runtime.spark()
         clock.lap("spark_session")
-        findings, intakes = [], {}
+        findings: list[gate.Finding] = []
+        intakes: dict[str, dict[str, Any]] = {}
         for source in pipeline.sources:
             usable, rejects, intake = sources.take_in(spark, source, partition, runtime.places)
             usable.createOrReplaceTempView(source.view)
@@ -109,17 +110,19 @@ def stage(
                 rejects.write.mode("overwrite").json(staging.spark_uri(kept_in))
                 findings.append(gate.rejects_finding(intake, kept_in))
         clock.lap("read")
-        rows_in = sum(i["records"] for i in intakes.values())
+        rows_in = sum(int(i["records"]) for i in intakes.values())
         read = {"rows_in": rows_in, "details": {"intake": intakes}}
         if any(f.severity == gate.BLOCKING for f in findings):
             ledger.update(pipeline.name, token, **read)
             checked = gate.assertions(gate.load_suite(pipeline.suite), findings, staged=False)
             _quarantined(runtime, pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {}, checked)
         result = _transformed(spark, pipeline, partition)
-        result = pipeline.publish.staged_result(result, list(contract.columns), _reader(spark, table, base))
+        result = pipeline.publish.staged_result(
+            result, list(contract.columns), _reader(spark, pipeline, table, partition, base)
+        )
         if contract.on_added_column == "allow":
             added = [f for f in gate.check_contract(result, contract) if f.check == gate.ADDED]
-            result = result.drop(*[f.column for f in added])
+            result = result.drop(*[f.column for f in added if f.column])
             findings += added
         staged_dir = staging.partition_dir(table.location(), "data", pipeline.partition_column, partition, token)
         files = staging.write_staged(result, staged_dir)
@@ -129,7 +132,7 @@ def stage(
             staged_dir=staged_dir,
             files=files,
             rows_in=rows_in,
-            base_snapshot=base and base.snapshot_id,
+            base_snapshot=base.snapshot_id if base else None,
             late_for=sorted({day for i in intakes.values() for day in i["late"]}),
             findings=[dataclasses.asdict(f) for f in findings],
         )
@@ -319,11 +322,16 @@ def _transformed(spark: Any, pipeline: Pipeline, partition: Partition) -> Any:
     return result
 
 
-def _reader(spark: Any, table: Any, base: tables.PublishedVersion | None) -> Callable[[], Any]:
-    """Reads the rows of the version `base` (all its files), for a mode that builds on it."""
+def _reader(
+    spark: Any, pipeline: Pipeline, table: Any, partition: Partition, base: tables.PublishedVersion | None
+) -> Callable[[], Any]:
+    """Reads what the run replaces as of the version `base` (its partition, or the whole table),
+    for a mode that builds on it; nothing is read unless the mode asks."""
 
     def read() -> Any:
-        files = tables.partition_files(table, None, None, as_of=base.snapshot_id) if base else []
+        scope = pipeline.publish.replaces(partition)
+        column = pipeline.partition_column if scope is not None else None
+        files = tables.partition_files(table, column, scope, as_of=base.snapshot_id) if base else []
         return spark.read.parquet(*map(staging.spark_uri, files)) if files else None
 
     return read

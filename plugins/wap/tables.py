@@ -366,12 +366,12 @@ def swap_partition(
     scope = partition if partition_column else None
     if replaces is ANY_VERSION:
         base = live_version(table, scope)
-        replaces = base and base.snapshot_id
+        replaces = base.snapshot_id if base else None
     for attempt in range(COMMIT_RETRIES):
         live = live_version(table, scope)
         # A base whose snapshot has expired (table upkeep) while nothing newer was published
         # for the partition (none in the history) is still what is live.
-        expired = replaces is not None and live is None and table.snapshot_by_id(replaces) is None
+        expired = isinstance(replaces, int) and live is None and table.snapshot_by_id(replaces) is None
         if (live and live.snapshot_id) != replaces and not expired:
             raise PartitionChangedError(
                 f"{identifier} partition {partition} was published by run {live.run_id if live else '?'} "
@@ -397,16 +397,18 @@ def swap_partition(
     return snapshot.snapshot_id
 
 
-def _selecting(partition_column: str | None, partition: Partition) -> Any:
+def _selecting(partition_column: str | None, partition: Partition | None) -> Any:
     """The row filter of one partition (every row of an unpartitioned table)."""
     from pyiceberg.expressions import AlwaysTrue, EqualTo
 
     # A date or a UTC datetime: pyiceberg reads its ISO text as the column's literal.
-    return AlwaysTrue() if partition_column is None else EqualTo(partition_column, partition.isoformat())
+    if partition_column is None or partition is None:
+        return AlwaysTrue()
+    return EqualTo(partition_column, partition.isoformat())  # type: ignore[call-arg,arg-type]  # pyiceberg binds a name
 
 
 def partition_files(
-    table: Table, partition_column: str | None, partition: Partition, as_of: int | None = None
+    table: Table, partition_column: str | None, partition: Partition | None, as_of: int | None = None
 ) -> list[str]:
     """The live data files of one partition (or its files at snapshot `as_of`); every file when unpartitioned."""
     scan = table.scan(row_filter=_selecting(partition_column, partition), snapshot_id=as_of)
