@@ -1,7 +1,10 @@
-# The two commands of the quick start:
+# The two commands of the quick start, each installing what it needs first:
 #   make run    install, generate a week of sample orders, run silver + gold for each day
 #   make test   install, run the test suite
-# Everything installs into .venv: the pinned requirements.txt, and the PostgreSQL JDBC driver.
+# The set-up on its own (both run it):
+#   make install  .venv: the pinned requirements.txt, then this package, editable (the `wap` command)
+# Everything installs into .venv: the pinned requirements.txt, the package, and (for run and
+# test) the PostgreSQL JDBC driver.
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,14 +13,20 @@ STAMP := $(VENV)/.installed
 JDBC_JAR := $(VENV)/jars/postgresql.jar
 SYSTEM_JDBC_JAR := /usr/share/java/postgresql.jar
 
-.PHONY: run test bench bench-quick lint format lock clean
+.PHONY: install run test bench bench-quick lint format lock clean
 
-$(STAMP): requirements.txt scripts/check_prereqs.py
+install: $(STAMP)
+
+# The pinned dependencies, then the package itself without dependencies (they are the pins)
+# and editable: the `wap` console script runs plugins/wap as it is, and Airflow still finds
+# the package through plugins/ when deployed.
+$(STAMP): requirements.txt pyproject.toml scripts/check_prereqs.py
 	@$(PYTHON) scripts/check_prereqs.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip uv
 	@echo "installing pinned dependencies into $(VENV) (first time: a minute or two)"
 	@$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt
+	@$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
 # The PostgreSQL JDBC driver for Spark's JDBC reader (wap.settings.jdbc_jars looks here first).
@@ -43,12 +52,18 @@ $(JDBC_JAR): $(wildcard $(SYSTEM_JDBC_JAR))
 		rm -f $@.part; exit 1; }
 	@mv $@.part $@
 
-run: $(STAMP) $(JDBC_JAR)
+run: install $(JDBC_JAR)
 	@$(PY) scripts/quickstart.py
 
 # Two processes (pytest-xdist), a whole test module each at a time: module fixtures stay shared.
-test: $(STAMP) $(JDBC_JAR)
+test: install $(JDBC_JAR)
 	@$(PY) -m pytest -n 2 --dist loadfile
+
+# The pure-logic tests only (no Spark, no dag.test, no PostgreSQL or other server): under a
+# minute. Which ones: the `fast` marker, given in tests/conftest.py (FAST_MODULES).
+.PHONY: test-fast
+test-fast: $(STAMP)
+	@$(PY) -m pytest -m fast -q
 
 # Benchmarks: ratios against baselines measured in the same run; results in benchmarks/results/.
 bench: $(STAMP)
@@ -58,7 +73,12 @@ bench-quick: $(STAMP)
 	@$(PY) benchmarks/run.py --quick
 
 lint: $(STAMP)
-	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/codespell
+
+# mypy over the whole wap package ([tool.mypy] in pyproject.toml: strict on the core modules).
+.PHONY: typecheck
+typecheck: $(STAMP)
+	@$(VENV)/bin/mypy
 
 format: $(STAMP)
 	@$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

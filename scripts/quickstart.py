@@ -66,19 +66,19 @@ def main() -> int:
             state = run_dag(dag_id, day.isoformat())
             say(f"    -> {state} in {time.monotonic() - started:.1f}s")
             if "success" not in state:
-                say(f"{dag_id} failed for {day}; see the log above and `python -m wap.cli ledger`")
+                say(f"{dag_id} failed for {day}; see the log above and `.venv/bin/wap ledger`")
                 return 1
 
-    from wap import cli
+    from wap import cli, tables
 
     say("[4/4] results\n")
     say(cli.show_ledger())
     say("")
-    for name in cli.list_tables():
+    for name in tables.list_tables():
         say(cli.show_partitions(name) + "\n")
     say(cli.show_tables())
     say(f"lineage events: {data_dir / 'lineage' / 'events.jsonl'}")
-    say(f"ledger: {load_settings().ledger_url}   (python -m wap.cli ledger)")
+    say(f"ledger: {load_settings().ledger_url}   (.venv/bin/wap ledger)")
     get_spark().stop()
     return 0
 

@@ -57,7 +57,68 @@ LONGEST_FIRST = (
 )
 
 
+# The fast tier (`make test-fast`, `pytest -m fast`): pure logic, under a minute. A test is
+# marked `fast` when its module is listed here AND it uses none of HEAVY_FIXTURES and is
+# not a PostgreSQL case of a backend parameter: a test added later that starts Spark, runs
+# a DAG or a server drops out of the tier by itself, listed module or not. A new module is
+# in the full suite only until it is listed.
+FAST_MODULES = (
+    "test_arrival.py",
+    "test_compose.py",
+    "test_contract_versions.py",
+    "test_dag_integrity.py",
+    "test_layers.py",
+    "test_ledger.py",
+    "test_lineage_transport.py",
+    "test_partition.py",
+    "test_publish_modes.py",
+    "test_runtime.py",
+    "test_suite_check.py",
+)
+# A JVM (spark), dag.test() (dags), landed files for a pipeline run (landed), a PostgreSQL server.
+HEAVY_FIXTURES = frozenset({"spark", "dags", "landed", "postgres"})
+# Tests of the listed modules that use no such fixture but take 10-20 s each: a fresh Python
+# importing Airflow, GX or the CLI in a subprocess, or GX imported in this one. An entry that
+# no longer names a test is an error (below), so this list cannot go stale unseen.
+NOT_FAST = frozenset(
+    {
+        "test_dag_integrity.py::test_dag_file_is_light_to_parse",
+        "test_suite_check.py::test_each_is_refused_before_spark_or_great_expectations_is_even_imported",
+        "test_suite_check.py::test_the_cli_reports_a_broken_suite_cleanly",
+        "test_suite_check.py::test_the_static_type_names_are_great_expectations_own",
+    }
+)
+
+
+def _is_fast(item: pytest.Item) -> bool:
+    if item.path.name not in FAST_MODULES or HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return False
+    if f"{item.path.name}::{getattr(item, 'originalname', item.name)}" in NOT_FAST:
+        return False
+    callspec = getattr(item, "callspec", None)
+    return callspec is None or "postgres" not in callspec.params.values()
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`-m fast` alone: the other modules are not even imported (collecting them costs more than the tier)."""
+    name = collection_path.name
+    if config.getoption("markexpr") == "fast" and name.startswith("test_") and name.endswith(".py"):
+        return name not in FAST_MODULES or None  # None: collected as usual
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _is_fast(item):
+            item.add_marker(pytest.mark.fast)
+    modules = {item.path.name: item.module for item in items if isinstance(item, pytest.Function)}
+    stale = [m for m in FAST_MODULES if not (Path(__file__).parent / m).is_file()]
+    for entry in NOT_FAST:
+        module, test = entry.split("::")
+        if module in modules and not hasattr(modules[module], test):
+            stale.append(entry)
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py names tests that do not exist: {stale}")
     rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 

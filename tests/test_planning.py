@@ -43,7 +43,7 @@ def test_plan_lists_what_needs_a_run_and_the_backfill_for_exactly_that(history):
     from wap.pipeline import find_pipeline
     from wap.planner import backfill_commands, plan
 
-    states = plan(find_pipeline("silver_orders"), DAYS[0], DAYS[-1])
+    states = plan(session_runtime(), find_pipeline("silver_orders"), DAYS[0], DAYS[-1])
     assert [s.state for s in states] == ["ok", "ok", "ok", "quarantined", "missing", "missing"]
     assert backfill_commands("silver_orders", states) == [
         f"airflow backfill create --dag-id silver_orders --from-date {DAYS[3]} --to-date {DAYS[5]} "
@@ -63,7 +63,7 @@ def test_partitions_published_by_other_code_are_stale(history, tmp_path, monkeyp
     silver.write_text(silver.read_text() + "\n-- a changed transform\n")
     monkeypatch.setenv("WAP_SQL_DIR", str(sql))
 
-    states = plan(find_pipeline("silver_orders"), DAYS[0], DAYS[4])
+    states = plan(session_runtime(), find_pipeline("silver_orders"), DAYS[0], DAYS[4])
     assert [s.state for s in states] == ["stale", "stale", "stale", "quarantined", "missing"]
     assert backfill_commands("silver_orders", states, max_active_runs=2) == [
         f"airflow backfill create --dag-id silver_orders --from-date {DAYS[0]} --to-date {DAYS[4]} "

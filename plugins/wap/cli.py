@@ -1,39 +1,68 @@
-"""Look at what happened: the run ledger and each table's live partitions.
+"""The `wap` command: look at what happened (the run ledger, each table's live partitions) and act on it.
 
-python -m wap.cli ledger [--pipeline silver_orders] [--partition 2024-01-03] [--details]
-python -m wap.cli partitions silver.orders
-python -m wap.cli tables
-python -m wap.cli quarantine list|show|release|discard ...   (see wap.quarantine)
-python -m wap.cli plan silver_orders --from 2024-01-01 --to 2024-01-31   (see wap.planner)
-python -m wap.cli versions silver_orders 2024-01-03
-python -m wap.cli rollback silver_orders [--partition 2024-01-03] --to-snapshot ID --reason ...
-python -m wap.cli maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
-python -m wap.cli new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]]
-python -m wap.cli run web_sessions --from 2024-01-01T05 [--to 2024-01-01T08]   (embedded: dag.test, no servers)
+    wap ledger [--pipeline silver_orders] [--partition 2024-01-03] [--details]
+    wap partitions [silver.orders]
+    wap tables
+    wap quarantine list|show|release|discard ...   (see wap.quarantine)
+    wap plan silver_orders --from 2024-01-01 --to 2024-01-31   (see wap.planner)
+    wap versions silver_orders 2024-01-03
+    wap rollback silver_orders [--partition 2024-01-03] --to-snapshot ID --reason ...
+    wap maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
+    wap new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]]
+    wap run web_sessions --from 2024-01-01T05 [--to 2024-01-01T08]   (embedded: dag.test, no servers)
+
+`make install` puts the `wap` command in `.venv/bin` (an editable install of this package);
+`python -m wap.cli ...` is the same command where it is not installed
+(the Airflow containers, which find the package through `plugins/`).
+
+Every listing command (ledger, partitions, tables, quarantine list|show, plan, versions,
+maintain) takes `--output json` (`-o json`): the same rows as objects with the same fields,
+dates and times in ISO 8601, nothing cut to fit, for scripts; `text` (the default) is for people.
+
+Exit codes (errors are translated here, once: `_WapGroup.invoke`):
+
+    0   success
+    1   an error a retry cannot fix: bad data, a bad request or declaration
+        (`wap.errors.DataError`, or a `ValueError`/`LookupError` from below)
+    2   a usage error: an unknown command or option, a missing or malformed argument (click's)
+    3   a setup problem: this machine lacks something, e.g. Java (`wap.errors.SetupError`)
+    75  a transient error: the same command may succeed when tried again
+        (`wap.errors.TransientError`; EX_TEMPFAIL of sysexits.h)
+
+`wap run` tries every partition of its range, then exits 0 if every run succeeded and 1 if
+any did not (each run's state is printed, then the pipeline's ledger); a range it cannot run
+(no such DAG, a bad key, --to before --from) is refused before anything runs, with 1.
+An error that is none of the above is a bug: Python prints its traceback (exit code 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime as dt
+import decimal
+import json
 import os
-from collections.abc import Sequence
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from wap import quarantine, tables, template
-from wap.ledger import Ledger
+import click
+
+from wap import partition, quarantine, tables, template
+from wap.errors import SetupError, WapError
 from wap.partition import key_of
+from wap.runtime import Runtime
 from wap.settings import load_settings
 
+if TYPE_CHECKING:
+    from wap.maintenance import Upkeep
 
-def render(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A plain text table (no dependency, pipes cleanly)."""
-    cells = [[("" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
-    rule = "  ".join("-" * w for w in widths)
-    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join([line, rule, *body]) if body else f"{line}\n{rule}\n(no rows)"
-
+EXIT_OK = 0
+EXIT_FAILED = 1  # a retry cannot fix it
+EXIT_USAGE = 2  # click's own, for a command line it cannot parse
+EXIT_SETUP = 3
+EXIT_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: try again later
 
 LEDGER_COLUMNS = (
     "pipeline",
@@ -48,151 +77,11 @@ LEDGER_COLUMNS = (
     "run_id",
     "error",
 )
-
-
-def show_ledger(pipeline: str | None = None, partition: str | None = None, details: bool = False) -> str:
-    """The ledger as a table (errors cut to a line), or with `details` every row in full."""
-    rows = Ledger().rows(pipeline, partition)
-    if details:
-        return "\n\n".join(_row_in_full(row) for row in rows) or "(no rows)"
-    cut = False
-    for row in rows:
-        if row.get("finished_at"):
-            row["finished_at"] = row["finished_at"].strftime("%Y-%m-%d %H:%M:%S")
-        if row.get("error"):
-            short = row["error"].splitlines()[0][:60]
-            cut, row["error"] = cut or short != row["error"], short
-    hint = "\n(errors cut to fit: --details shows every row in full)" if cut else ""
-    return render(rows, LEDGER_COLUMNS) + hint
-
-
-def _row_in_full(row: dict[str, Any]) -> str:
-    import json
-
-    lines = [f"{key}: {row[key]}" for key in row if key not in ("error", "details") and row[key] is not None]
-    if row.get("error"):
-        lines.append("error:\n  " + row["error"].replace("\n", "\n  "))
-    if row.get("details"):
-        lines.append("details:\n  " + json.dumps(json.loads(row["details"]), indent=2).replace("\n", "\n  "))
-    return "\n".join(lines)
-
-
-def show_partitions(identifier: str) -> str:
-    table = tables.load_table(identifier)
-    overview = render(
-        tables.partitions_overview(table), ("partition", "rows", "files", "snapshot_id", "checksum", "run_id")
-    )
-    return f"{identifier}  ({table.location()})\n{overview}"
-
-
-def list_tables() -> list[str]:
-    catalog = tables.get_catalog()
-    return sorted(".".join(ident) for ns in catalog.list_namespaces() for ident in catalog.list_tables(ns))
-
-
-def show_tables() -> str:
-    settings = load_settings()
-    lines = [f"catalog {settings.catalog_name}: {settings.catalog_uri}", f"warehouse: {settings.warehouse}"]
-    lines += [f"  {name}  {tables.load_table(name).location()}" for name in list_tables()]
-    return "\n".join(lines)
-
-
-def quarantine_command(args: argparse.Namespace) -> str:
-    if args.action == "list":
-        rows = quarantine.quarantined(args.pipeline)
-        for row in rows:
-            row["error"] = (row["error"] or "").removeprefix("quality gate failed: ")[:80]
-        return render(rows, ("pipeline", "partition", "run_id", "try_number", "finished_at", "error"))
-    if args.action == "show":
-        return quarantine.describe(quarantine.find(args.pipeline, args.partition, args.token))
-    if args.action == "release":
-        result = quarantine.release(
-            args.pipeline, args.partition, reason=args.reason, run_token=args.token, force=args.force
-        )
-        return (
-            f"released: {args.pipeline} {args.partition} is {result['status']} (snapshot {result['snapshot_id']}, "
-            f"{result['rows']} rows). Pipelines that wait for this table's asset events are not triggered "
-            f"by a release: trigger them for {args.partition} if they should see it."
-        )
-    result = quarantine.discard(args.pipeline, args.partition, reason=args.reason, run_token=args.token)
-    return f"discarded: quarantined run {result['run_id']} of {args.pipeline} {args.partition}; its files are deleted"
-
-
-def plan_command(args: argparse.Namespace) -> str:
-    from wap import planner
-    from wap.pipeline import find_pipeline
-
-    pipeline = find_pipeline(args.pipeline)
-    start = pipeline.grain.parse(args.start, source="--from")
-    end = pipeline.grain.parse(args.end, source="--to")
-    states = planner.plan(pipeline, start, end)
-    table = render([{**vars(s), "partition": key_of(s.partition)} for s in states], ("partition", "state", "detail"))
-    # A merged table's runs build on each other's versions: one at a time.
-    runs = args.max_active_runs or (1 if pipeline.merge else 3)
-    commands = planner.backfill_commands(args.dag_id or args.pipeline, states, runs)
-    running = [key_of(s.partition) for s in states if s.state == "running"]
-    if commands:
-        todo = "\n".join(commands)
-    elif running:  # a live attempt: wait for it (a dead one is `failed`, with a command above)
-        todo = f"nothing to start: {len(running)} partition(s) have a live attempt running ({', '.join(running[:5])})"
-    else:
-        todo = "nothing to do: every partition is published by the current code"
-    return f"{table}\n\n{todo}"
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run a DAG embedded for each partition from --from to --to; 0 if every run succeeded."""
-    from wap.embedded import prepare_airflow, run_dag
-    from wap.pipeline import declared_in
-
-    path = load_settings().dags_dir / f"{args.dag_id}.py"
-    try:
-        # The keys are read at the grain of the DAG's own pipeline, and validated before anything runs.
-        declared = declared_in(path) if path.is_file() else []
-        if not declared:
-            raise LookupError(f"no DAG file {path} declaring a pipeline")
-        grain = declared[0].grain
-        first = grain.parse(args.start, source="--from")
-        last = grain.parse(args.end or args.start, source="--to")
-        if last < first:
-            raise ValueError(f"--to {grain.key(last)} is before --from {grain.key(first)}")
-    except (LookupError, ValueError) as exc:
-        print(f"error: {exc}")
-        return 1
-    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the runs' outcomes, not Airflow's chatter
-    prepare_airflow(load_settings().data_dir)
-    failed = 0
-    for value in grain.between(first, last):
-        state = run_dag(args.dag_id, key_of(value))
-        print(f"{args.dag_id} {key_of(value)}: {state}", flush=True)
-        failed += "success" not in state
-    print(f"\n{show_ledger(args.dag_id)}")
-    return 1 if failed else 0
-
-
-def versions_command(args: argparse.Namespace) -> str:
-    from wap.pipeline import find_pipeline
-
-    pipeline = find_pipeline(args.pipeline)
-    table = tables.load_table(pipeline.table)
-    rows = [vars(v) for v in tables.versions(table, pipeline.grain.parse(args.partition))]
-    return render(rows, ("snapshot_id", "committed_at", "rows", "checksum", "code_version", "run_id"))
-
-
-def rollback_command(args: argparse.Namespace) -> str:
-    from wap import rollback
-    from wap.pipeline import find_pipeline
-
-    pipeline = find_pipeline(args.pipeline)
-    if args.partition:
-        result = rollback.rollback_partition(
-            pipeline, pipeline.grain.parse(args.partition), args.to_snapshot, args.reason
-        )
-        return f"{pipeline.table} {result['partition']}: {result['status']} (snapshot {result['snapshot_id']})"
-    changed = rollback.rollback_table(pipeline, args.to_snapshot, args.reason)
-    return render(changed, ("partition", "status", "snapshot_id"))
-
-
+PARTITION_COLUMNS = ("partition", "rows", "files", "snapshot_id", "checksum", "run_id")
+QUARANTINE_COLUMNS = ("pipeline", "partition", "run_id", "try_number", "finished_at", "error")
+PLAN_COLUMNS = ("partition", "state", "detail")
+VERSION_COLUMNS = ("snapshot_id", "committed_at", "rows", "checksum", "code_version", "run_id")
+ROLLBACK_COLUMNS = ("partition", "status", "snapshot_id")
 UPKEEP_COLUMNS = (
     "table",
     "snapshots_expired",
@@ -205,105 +94,553 @@ UPKEEP_COLUMNS = (
 )
 
 
-def maintain_command(args: argparse.Namespace) -> str:
+# --- rendering: every command's result is written by one Output ------------------------------
+
+
+def render(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A plain text table (no dependency, pipes cleanly)."""
+    cells = [[("" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join([line, rule, *body]) if body else f"{line}\n{rule}\n(no rows)"
+
+
+@dataclasses.dataclass(frozen=True)
+class TableListing:
+    """One table's live partitions, as `partitions` lists them."""
+
+    table: str
+    location: str
+    partitions: list[dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What `plan` found: each partition's state, and what to run about it."""
+
+    states: list[dict[str, Any]]  # partition (its key), state, detail
+    commands: list[str]  # the backfill commands for exactly the partitions that need a run
+    running: list[str]  # partitions with a live attempt
+
+
+class Output(ABC):
+    """How a command's result is written: `--output text` (for people) or `json` (for programs).
+
+    The commands gather; these render. Each method returns the text to print.
+    """
+
+    @abstractmethod
+    def ledger(self, rows: list[dict[str, Any]], details: bool) -> str: ...
+
+    @abstractmethod
+    def partitions(self, listings: list[TableListing]) -> str: ...
+
+    @abstractmethod
+    def catalog(self, name: str, uri: str, warehouse: str, listed: list[tuple[str, str]]) -> str: ...
+
+    @abstractmethod
+    def quarantined(self, rows: list[dict[str, Any]]) -> str: ...
+
+    @abstractmethod
+    def quarantined_run(self, row: dict[str, Any]) -> str: ...
+
+    @abstractmethod
+    def plan(self, plan: Plan) -> str: ...
+
+    @abstractmethod
+    def versions(self, versions: list[tables.PublishedVersion]) -> str: ...
+
+    @abstractmethod
+    def maintained(self, results: list[Upkeep], dry_run: bool) -> str: ...
+
+
+class TextOutput(Output):
+    """Tables a person reads: long values cut to a line (the JSON has them whole)."""
+
+    def ledger(self, rows: list[dict[str, Any]], details: bool) -> str:
+        if details:
+            return "\n\n".join(self._row_in_full(row) for row in rows) or "(no rows)"
+        cut, shown = False, []
+        for row in rows:
+            row = dict(row)
+            if row.get("finished_at"):
+                row["finished_at"] = row["finished_at"].strftime("%Y-%m-%d %H:%M:%S")
+            if row.get("error"):
+                short = row["error"].splitlines()[0][:60]
+                cut, row["error"] = cut or short != row["error"], short
+            shown.append(row)
+        hint = "\n(errors cut to fit: --details shows every row in full)" if cut else ""
+        return render(shown, LEDGER_COLUMNS) + hint
+
+    @staticmethod
+    def _row_in_full(row: dict[str, Any]) -> str:
+        lines = [f"{key}: {row[key]}" for key in row if key not in ("error", "details") and row[key] is not None]
+        if row.get("error"):
+            lines.append("error:\n  " + row["error"].replace("\n", "\n  "))
+        if row.get("details"):
+            lines.append("details:\n  " + json.dumps(json.loads(row["details"]), indent=2).replace("\n", "\n  "))
+        return "\n".join(lines)
+
+    def partitions(self, listings: list[TableListing]) -> str:
+        return "".join(f"{self.table_partitions(listing)}\n\n" for listing in listings)
+
+    @staticmethod
+    def table_partitions(listing: TableListing) -> str:
+        return f"{listing.table}  ({listing.location})\n{render(listing.partitions, PARTITION_COLUMNS)}"
+
+    def catalog(self, name: str, uri: str, warehouse: str, listed: list[tuple[str, str]]) -> str:
+        lines = [f"catalog {name}: {uri}", f"warehouse: {warehouse}"]
+        return "\n".join(lines + [f"  {name}  {location}" for name, location in listed])
+
+    def quarantined(self, rows: list[dict[str, Any]]) -> str:
+        cut = [{**row, "error": (row["error"] or "").removeprefix("quality gate failed: ")[:80]} for row in rows]
+        return render(cut, QUARANTINE_COLUMNS)
+
+    def quarantined_run(self, row: dict[str, Any]) -> str:
+        return quarantine.describe(row)
+
+    def plan(self, plan: Plan) -> str:
+        if plan.commands:
+            todo = "\n".join(plan.commands)
+        elif plan.running:  # a live attempt: wait for it (a dead one is `failed`, with a command above)
+            todo = (
+                f"nothing to start: {len(plan.running)} partition(s) have a live attempt running "
+                f"({', '.join(plan.running[:5])})"
+            )
+        else:
+            todo = "nothing to do: every partition is published by the current code"
+        return f"{render(plan.states, PLAN_COLUMNS)}\n\n{todo}"
+
+    def versions(self, versions: list[tables.PublishedVersion]) -> str:
+        return render([dataclasses.asdict(v) for v in versions], VERSION_COLUMNS)
+
+    def maintained(self, results: list[Upkeep], dry_run: bool) -> str:
+        text = render([r.counts() for r in results], UPKEEP_COLUMNS)
+        for r in results if dry_run else ():
+            loose = [f for f in r.removed if not f.startswith(tuple(f"{run}/" for run in r.runs_removed))]
+            text += "".join(f"\n{r.table}: would expire snapshot {s}" for s in r.expired)
+            text += "".join(f"\n{r.table}: would remove {path}" for path in [*r.runs_removed, *loose])
+        return text
+
+
+class JsonOutput(Output):
+    """JSON for programs: a list of objects per listing (one object for `quarantine show` and
+    `plan`), the fields the text shows and the rest of the record, nothing cut, ISO 8601 times."""
+
+    @staticmethod
+    def dump(value: Any) -> str:
+        return json.dumps(value, indent=2, default=_plain)
+
+    @staticmethod
+    def _ledger_row(row: dict[str, Any]) -> dict[str, Any]:
+        details = row.get("details")
+        return {**row, "details": json.loads(details) if details else None}
+
+    def ledger(self, rows: list[dict[str, Any]], details: bool) -> str:
+        return self.dump([self._ledger_row(row) for row in rows])  # always in full
+
+    def partitions(self, listings: list[TableListing]) -> str:
+        return self.dump([{"table": t.table, **row} for t in listings for row in t.partitions])
+
+    def catalog(self, name: str, uri: str, warehouse: str, listed: list[tuple[str, str]]) -> str:
+        return self.dump([{"table": name, "location": location} for name, location in listed])
+
+    def quarantined(self, rows: list[dict[str, Any]]) -> str:
+        return self.dump([self._ledger_row(row) for row in rows])
+
+    def quarantined_run(self, row: dict[str, Any]) -> str:
+        findings = [dataclasses.asdict(f) for f in quarantine.findings(row)]
+        return self.dump({**self._ledger_row(row), "findings": findings, "files": quarantine.files(row)})
+
+    def plan(self, plan: Plan) -> str:
+        return self.dump({"partitions": plan.states, "backfill": plan.commands, "running": plan.running})
+
+    def versions(self, versions: list[tables.PublishedVersion]) -> str:
+        return self.dump([dataclasses.asdict(v) for v in versions])
+
+    def maintained(self, results: list[Upkeep], dry_run: bool) -> str:
+        return self.dump(
+            [
+                {
+                    **r.counts(),
+                    "expired_snapshots": r.expired,
+                    "removed_files": r.removed,
+                    "removed_runs": r.runs_removed,
+                    "held_runs": r.held,
+                    "unrecorded": r.unrecorded,
+                }
+                for r in results
+            ]
+        )
+
+
+def _plain(value: Any) -> Any:
+    """What `json` cannot write itself: times as ISO 8601, the rest as plain values."""
+    if isinstance(value, dt.date | dt.datetime | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)  # a Path, an enum: their text
+
+
+OUTPUTS: dict[str, type[Output]] = {"text": TextOutput, "json": JsonOutput}
+TEXT = TextOutput()
+
+
+# --- what the commands gather (the text forms are also used by scripts/quickstart.py) ---------
+
+
+def current_runtime() -> Runtime:
+    """This invocation's settings, catalog and ledger, built from the environment on first use
+    (`new` and `--help` need none)."""
+    root = click.get_current_context().find_root()
+    if not isinstance(root.obj, Runtime):
+        root.obj = Runtime.from_env()
+    runtime: Runtime = root.obj
+    return runtime
+
+
+def show_ledger(
+    pipeline: str | None = None, partition: str | None = None, details: bool = False, runtime: Runtime | None = None
+) -> str:
+    """The ledger as a table (errors cut to a line), or with `details` every row in full."""
+    return TEXT.ledger((runtime or Runtime.from_env()).ledger.rows(pipeline, partition), details)
+
+
+def table_listing(runtime: Runtime, identifier: str) -> TableListing:
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        table = tables.load_table(identifier, runtime.catalog)
+    except NoSuchTableError as exc:
+        raise LookupError(f"{exc} (`wap tables` lists them)") from None
+    return TableListing(identifier, table.location(), tables.partitions_overview(table))
+
+
+def show_partitions(identifier: str, runtime: Runtime | None = None) -> str:
+    return TEXT.table_partitions(table_listing(runtime or Runtime.from_env(), identifier))
+
+
+def show_tables(runtime: Runtime | None = None) -> str:
+    return _tables(runtime or Runtime.from_env(), TEXT)
+
+
+def _tables(runtime: Runtime, output: Output) -> str:
+    settings, catalog = runtime.settings, runtime.catalog
+    listed = [(name, tables.load_table(name, catalog).location()) for name in tables.list_tables(catalog)]
+    return output.catalog(settings.catalog_name, settings.catalog_uri, settings.warehouse, listed)
+
+
+def make_plan(
+    runtime: Runtime, pipeline_name: str, start: str, end: str, dag_id: str | None, max_active_runs: int | None
+) -> Plan:
+    from wap import planner
+    from wap.pipeline import find_pipeline
+
+    pipeline = find_pipeline(pipeline_name)
+    states = planner.plan(
+        runtime, pipeline, pipeline.grain.parse(start, source="--from"), pipeline.grain.parse(end, source="--to")
+    )
+    runs = max_active_runs or pipeline.publish.max_active_runs
+    return Plan(
+        states=[{**vars(s), "partition": key_of(s.partition)} for s in states],
+        commands=planner.backfill_commands(dag_id or pipeline_name, states, runs),
+        running=[key_of(s.partition) for s in states if s.state == "running"],
+    )
+
+
+# --- errors: translated once, here -------------------------------------------------------------
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code for an error the commands let through (the table in the module docstring)."""
+    if isinstance(exc, SetupError):
+        return EXIT_SETUP
+    if getattr(exc, "retryable", False):
+        return EXIT_TEMPFAIL
+    return EXIT_FAILED
+
+
+def _is_translated(exc: BaseException) -> bool:
+    """Errors raised on purpose, with a message for the user; a bare KeyError or IndexError is a bug."""
+    if isinstance(exc, WapError):
+        return True
+    return isinstance(exc, LookupError | ValueError) and type(exc) not in (KeyError, IndexError)
+
+
+class _WapGroup(click.Group):
+    """The root group: runs the command and turns the errors it raises on purpose into
+    `error: <message>` on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (WapError, LookupError, ValueError) as exc:
+            if not _is_translated(exc):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            if getattr(exc, "retryable", False):
+                click.echo("(this may be temporary: trying the same command again may succeed)", err=True)
+            ctx.exit(exit_code(exc))
+
+
+# --- the commands: parse, gather, hand to the Output ---------------------------------------------
+
+
+def output_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`-o/--output text|json`, given to the command as its Output."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(list(OUTPUTS)),
+        default="text",
+        show_default=True,
+        callback=lambda _ctx, _param, value: OUTPUTS[value](),
+        help="text: a table for people; json: objects for programs (nothing cut, ISO 8601 times)",
+    )(command)
+
+
+def _help(summary: str, more: str = "") -> dict[str, str]:
+    """A command's one-line summary (the group's listing, not cut) and its --help text."""
+    text = f"{summary[0].upper()}{summary[1:]}."
+    return {"short_help": summary, "help": f"{text}\n\n{more}" if more else text}
+
+
+FROM_HELP = "first partition, YYYY-MM-DD (hourly: THH)"
+REASON_HELP = "why; kept in the ledger with your user name"
+TOKEN_HELP = "a specific attempt (default: the partition's latest quarantined run)"
+
+
+@click.group(
+    cls=_WapGroup,
+    help=__doc__.split("\n\n")[0] + "\n\nThe listing commands take -o json (objects for programs). Exit codes: "
+    "0 ok, 1 an error a retry cannot fix, 2 usage, 3 a setup problem, 75 transient (try again).",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def wap() -> None:
+    pass
+
+
+@wap.command(**_help("ledger rows, one per attempt"))
+@click.option("--pipeline", help="one pipeline's rows")
+@click.option("--partition", help="one partition's rows")
+@click.option("--details", is_flag=True, help="every row in full: the whole error, the details")
+@output_option
+def ledger(pipeline: str | None, partition: str | None, details: bool, output: Output) -> None:
+    click.echo(output.ledger(current_runtime().ledger.rows(pipeline, partition), details))
+
+
+@wap.command(**_help("a table's live partitions", "TABLE: e.g. silver.orders (default: every table)."))
+@click.argument("table", required=False)
+@output_option
+def partitions(table: str | None, output: Output) -> None:
+    runtime = current_runtime()
+    names = [table] if table else tables.list_tables(runtime.catalog)
+    click.echo(output.partitions([table_listing(runtime, name) for name in names]), nl=False)
+
+
+@wap.command("tables", **_help("tables and where they are"))
+@output_option
+def tables_command(output: Output) -> None:
+    click.echo(_tables(current_runtime(), output))
+
+
+@wap.group("quarantine", **_help("runs the quality gate blocked: inspect, release, discard"))
+def quarantine_group() -> None:
+    pass
+
+
+@quarantine_group.command("list", **_help("quarantined runs"))
+@click.option("--pipeline", help="one pipeline's runs")
+@output_option
+def quarantine_list(pipeline: str | None, output: Output) -> None:
+    click.echo(output.quarantined(quarantine.quarantined(current_runtime(), pipeline)))
+
+
+@quarantine_group.command("show", **_help("what failed, samples, where the files are"))
+@click.argument("pipeline")
+@click.argument("partition")
+@click.option("--token", help=TOKEN_HELP)
+@output_option
+def quarantine_show(pipeline: str, partition: str, token: str | None, output: Output) -> None:
+    click.echo(output.quarantined_run(quarantine.find(current_runtime(), pipeline, partition, token)))
+
+
+@quarantine_group.command("release", **_help("publish the quarantined data anyway (a human decision, recorded)"))
+@click.argument("pipeline")
+@click.argument("partition")
+@click.option("--token", help=TOKEN_HELP)
+@click.option("--reason", required=True, help=REASON_HELP)
+@click.option("--force", is_flag=True, help="even if a later run published the partition")
+def quarantine_release(pipeline: str, partition: str, token: str | None, reason: str, force: bool) -> None:
+    result = quarantine.release(current_runtime(), pipeline, partition, reason=reason, run_token=token, force=force)
+    click.echo(
+        f"released: {pipeline} {partition} is {result['status']} (snapshot {result['snapshot_id']}, "
+        f"{result['rows']} rows). Pipelines that wait for this table's asset events are not triggered "
+        f"by a release: trigger them for {partition} if they should see it."
+    )
+
+
+@quarantine_group.command("discard", **_help("delete the quarantined files (recorded)"))
+@click.argument("pipeline")
+@click.argument("partition")
+@click.option("--token", help=TOKEN_HELP)
+@click.option("--reason", required=True, help=REASON_HELP)
+def quarantine_discard(pipeline: str, partition: str, token: str | None, reason: str) -> None:
+    result = quarantine.discard(current_runtime(), pipeline, partition, reason=reason, run_token=token)
+    click.echo(f"discarded: quarantined run {result['run_id']} of {pipeline} {partition}; its files are deleted")
+
+
+@wap.command(**_help("partitions missing, failed, quarantined or stale; the backfill"))
+@click.argument("pipeline")
+@click.option("--from", "start", required=True, help=FROM_HELP)
+@click.option("--to", "end", required=True, help="last partition (included)")
+@click.option("--dag-id", help="the DAG that runs the pipeline (default: the pipeline's name)")
+@click.option("--max-active-runs", type=int, help="default 3; 1 for a merged table")
+@output_option
+def plan(pipeline: str, start: str, end: str, dag_id: str | None, max_active_runs: int | None, output: Output) -> None:
+    click.echo(output.plan(make_plan(current_runtime(), pipeline, start, end, dag_id, max_active_runs)))
+
+
+@wap.command(**_help("every published version of a partition still in history"))
+@click.argument("pipeline")
+@click.argument("partition")
+@output_option
+def versions(pipeline: str, partition: str, output: Output) -> None:
+    from wap.pipeline import find_pipeline
+
+    declared = find_pipeline(pipeline)
+    table = tables.load_table(declared.table, current_runtime().catalog)
+    click.echo(output.versions(list(tables.versions(table, declared.grain.parse(partition)))))
+
+
+@wap.command(**_help("make an earlier published version live again (recorded)"))
+@click.argument("pipeline")
+@click.option("--partition", help="one partition (default: the whole table)")
+@click.option("--to-snapshot", type=int, required=True, help="a snapshot id from `versions`")
+@click.option("--reason", required=True, help=REASON_HELP)
+def rollback(pipeline: str, partition: str | None, to_snapshot: int, reason: str) -> None:
+    from wap import rollback as rollbacks
+    from wap.pipeline import find_pipeline
+
+    declared = find_pipeline(pipeline)
+    if partition:
+        done = rollbacks.rollback_partition(
+            current_runtime(), declared, declared.grain.parse(partition), to_snapshot, reason
+        )
+        click.echo(f"{declared.table} {done['partition']}: {done['status']} (snapshot {done['snapshot_id']})")
+    else:
+        click.echo(render(rollbacks.rollback_table(current_runtime(), declared, to_snapshot, reason), ROLLBACK_COLUMNS))
+
+
+@wap.command(**_help("expire old snapshots, delete files no snapshot uses"))
+@click.option("--table", help="one table, e.g. silver.orders (default: every table)")
+@click.option("--dry-run", is_flag=True, help="list what would go; change nothing")
+@click.option("--window-days", type=float, help="rollback window (default: WAP_ROLLBACK_WINDOW_DAYS or 7)")
+@click.option("--margin-hours", type=float, help="orphan age margin (default: WAP_ORPHAN_MARGIN_HOURS or 24)")
+@output_option
+def maintain(
+    table: str | None, dry_run: bool, window_days: float | None, margin_hours: float | None, output: Output
+) -> None:
     from pyiceberg.exceptions import NoSuchTableError
 
     from wap import maintenance
 
-    retention = maintenance.Retention.from_env(args.window_days, args.margin_hours)
+    retention = maintenance.Retention.from_env(window_days, margin_hours)
     try:
-        results = maintenance.maintain([args.table] if args.table else None, retention, dry_run=args.dry_run)
+        results = maintenance.maintain(current_runtime(), [table] if table else None, retention, dry_run=dry_run)
     except NoSuchTableError as exc:
-        raise LookupError(f"{exc} (python -m wap.cli tables lists them)") from None
-    text = render([r.counts() for r in results], UPKEEP_COLUMNS)
-    for r in results if args.dry_run else ():
-        loose = [f for f in r.removed if not f.startswith(tuple(f"{run}/" for run in r.runs_removed))]
-        text += "".join(f"\n{r.table}: would expire snapshot {s}" for s in r.expired)
-        text += "".join(f"\n{r.table}: would remove {path}" for path in [*r.runs_removed, *loose])
-    return text
+        raise LookupError(f"{exc} (`wap tables` lists them)") from None
+    click.echo(output.maintained(results, dry_run))
+
+
+@wap.command(
+    **_help(
+        "create a pipeline from the template: DAG, SQL, expectation suite, test",
+        "NAME: pipeline name = DAG id = file names, lower snake case (e.g. web_sessions). Writes "
+        "dags/NAME.py, include/sql/NAME.sql, expectations/<namespace>.<table>.json and tests/test_NAME.py, "
+        "and nothing else; refuses, writing nothing, a name or file already taken.",
+    )
+)
+@click.argument("name")
+@click.option(
+    "--grain",
+    type=click.Choice(tuple(partition.GRAINS)),
+    default="daily",
+    show_default=True,
+    help="one partition per UTC day or hour",
+)
+@click.option(
+    "--source",
+    default="files",
+    metavar="files[:DATASET]|postgres[:SCHEMA.TABLE]",
+    help="landed files (default dataset: the table's name) or a PostgreSQL table (default public.<table's name>)",
+)
+@click.option("--table", help="namespace.table (default: <layer>.<rest> for a name <layer>_<rest>, else silver.<name>)")
+@click.option(
+    "--conn-id",
+    default=template.DEFAULT_CONN_ID,
+    help=f"postgres: the Airflow connection id (default {template.DEFAULT_CONN_ID})",
+)
+@click.option(
+    "--merge",
+    is_flag=True,
+    help="postgres: merge each run's rows into a table keyed by id (a dimension), the newest updated_at winning",
+)
+def new(name: str, grain: str, source: str, table: str | None, conn_id: str, merge: bool) -> None:
+    request = argparse.Namespace(name=name, grain=grain, source=source, table=table, conn_id=conn_id, merge=merge)
+    click.echo(template.run(request))
+
+
+@wap.command(
+    **_help(
+        "run a DAG here for each partition of a range (dag.test, no servers)",
+        "Exits 0 if every partition's run succeeded, 1 if any did not (each is still tried).",
+    )
+)
+@click.argument("dag_id")
+@click.option("--from", "start", required=True, help=FROM_HELP)
+@click.option("--to", "end", help="last partition (default: the first)")
+@click.pass_context
+def run(ctx: click.Context, dag_id: str, start: str, end: str | None) -> None:
+    from wap.embedded import prepare_airflow, run_dag
+    from wap.pipeline import declared_in
+
+    path = load_settings().dags_dir / f"{dag_id}.py"
+    # The keys are read at the grain of the DAG's own pipeline, and validated before anything runs.
+    declared = declared_in(path) if path.is_file() else []
+    if not declared:
+        raise LookupError(f"no DAG file {path} declaring a pipeline")
+    grain = declared[0].grain
+    first = grain.parse(start, source="--from")
+    last = grain.parse(end or start, source="--to")
+    if last < first:
+        raise ValueError(f"--to {grain.key(last)} is before --from {grain.key(first)}")
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the runs' outcomes, not Airflow's chatter
+    prepare_airflow(load_settings().data_dir)
+    failed = 0
+    for value in grain.between(first, last):
+        state = run_dag(dag_id, key_of(value))
+        click.echo(f"{dag_id} {key_of(value)}: {state}")
+        failed += "success" not in state
+    click.echo(f"\n{show_ledger(dag_id, runtime=current_runtime())}")
+    ctx.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m wap.cli", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    ledger = commands.add_parser("ledger", help="ledger rows, one per attempt")
-    ledger.add_argument("--pipeline")
-    ledger.add_argument("--partition")
-    ledger.add_argument("--details", action="store_true", help="every row in full: the whole error, the details")
-    partitions = commands.add_parser("partitions", help="a table's live partitions")
-    partitions.add_argument("table", nargs="?", help="e.g. silver.orders (default: every table)")
-    commands.add_parser("tables", help="tables and where they are")
-    held = commands.add_parser("quarantine", help="runs the quality gate blocked: inspect, release, discard")
-    actions = held.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="quarantined runs").add_argument("--pipeline")
-    for action, text in (
-        ("show", "what failed, samples, where the files are"),
-        ("release", "publish the quarantined data anyway (a human decision, recorded)"),
-        ("discard", "delete the quarantined files (recorded)"),
-    ):
-        sub = actions.add_parser(action, help=text)
-        sub.add_argument("pipeline")
-        sub.add_argument("partition")
-        sub.add_argument("--token", help="a specific attempt (default: the partition's latest quarantined run)")
-        if action != "show":
-            sub.add_argument("--reason", required=True, help="why; kept in the ledger with your user name")
-        if action == "release":
-            sub.add_argument("--force", action="store_true", help="even if a later run published the partition")
-    planning = commands.add_parser("plan", help="partitions missing, failed, quarantined or stale; the backfill")
-    planning.add_argument("pipeline")
-    planning.add_argument("--from", dest="start", required=True, help="first partition, YYYY-MM-DD (hourly: THH)")
-    planning.add_argument("--to", dest="end", required=True, help="last partition (included)")
-    planning.add_argument("--dag-id", help="the DAG that runs the pipeline (default: the pipeline's name)")
-    planning.add_argument("--max-active-runs", type=int, help="default 3; 1 for a merged table")
-    listing = commands.add_parser("versions", help="every published version of a partition still in history")
-    listing.add_argument("pipeline")
-    listing.add_argument("partition")
-    back = commands.add_parser("rollback", help="make an earlier published version live again (recorded)")
-    back.add_argument("pipeline")
-    back.add_argument("--partition", help="one partition (default: the whole table)")
-    back.add_argument("--to-snapshot", type=int, required=True, help="a snapshot id from `versions`")
-    back.add_argument("--reason", required=True, help="why; kept in the ledger with your user name")
-    upkeep = commands.add_parser("maintain", help="expire old snapshots, delete files no snapshot uses")
-    upkeep.add_argument("--table", help="one table, e.g. silver.orders (default: every table)")
-    upkeep.add_argument("--dry-run", action="store_true", help="list what would go; change nothing")
-    upkeep.add_argument("--window-days", type=float, help="rollback window (default: WAP_ROLLBACK_WINDOW_DAYS or 7)")
-    upkeep.add_argument("--margin-hours", type=float, help="orphan age margin (default: WAP_ORPHAN_MARGIN_HOURS or 24)")
-    template.add_parser(commands)
-    running = commands.add_parser("run", help="run a DAG here for each partition of a range (dag.test, no servers)")
-    running.add_argument("dag_id")
-    running.add_argument("--from", dest="start", required=True, help="first partition, YYYY-MM-DD (hourly: THH)")
-    running.add_argument("--to", dest="end", help="last partition (default: the first)")
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        parser.exit(run_command(args))
-    if args.command in ("plan", "versions", "rollback", "maintain", "new"):
-        from wap.rollback import RollbackError
-
-        run = {
-            "plan": plan_command,
-            "versions": versions_command,
-            "rollback": rollback_command,
-            "maintain": maintain_command,
-            "new": template.run,
-        }[args.command]
-        try:
-            print(run(args))
-        except (RollbackError, LookupError, ValueError) as exc:
-            parser.exit(1, f"error: {exc}\n")
-        return
-    if args.command == "quarantine":
-        try:
-            print(quarantine_command(args))
-        except (LookupError, ValueError) as exc:  # QuarantineError, a refused suite, an unknown pipeline
-            parser.exit(1, f"error: {exc}\n")
-        return
-    if args.command == "ledger":
-        print(show_ledger(args.pipeline, args.partition, args.details))
-    elif args.command == "partitions":
-        for name in [args.table] if args.table else list_tables():
-            print(show_partitions(name), end="\n\n")
-    else:
-        print(show_tables())
+    """The `wap` console script and `python -m wap.cli`: returns on success, else exits with the
+    command's code (the table in the module docstring)."""
+    try:
+        wap.main(args=None if argv is None else list(argv), prog_name="wap")
+    except SystemExit as done:
+        if done.code not in (None, 0):
+            raise
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wap.errors import UnknownPipelineError
 from wap.partition import DAILY, Grain
 from wap.publish import REPLACE_PARTITION, PublishMode
 from wap.settings import load_settings
@@ -46,7 +47,7 @@ class Pipeline:
 
     def check(self) -> Contract:
         """Check the suite against its contract and this pipeline now (`audit.check_suite`): its
-        contract, or `audit.SuiteError` listing every problem."""
+        contract, or `wap.errors.SuiteError` listing every problem."""
         from wap import audit
 
         return audit.check_suite(
@@ -86,10 +87,10 @@ def table_asset(identifier: str) -> Asset:
 def find_pipeline(name: str) -> Pipeline:
     """The pipeline called `name`, as declared by a DAG file (for command-line tools).
 
-    A DAG file whose pipeline's suite is refused (`audit.SuiteError`) does not load: its
+    A DAG file whose pipeline's suite is refused (`wap.errors.SuiteError`) does not load: its
     error is raised if it is the pipeline asked for, else named if `name` is not found.
     """
-    from wap.audit import SuiteError
+    from wap.errors import SuiteError
 
     folder = load_settings().dags_dir
     known, refused = [], []
@@ -106,7 +107,7 @@ def find_pipeline(name: str) -> Pipeline:
                 return value
             known.append(value.name)
     unloaded = f"; not loaded: {', '.join(refused)}" if refused else ""
-    raise LookupError(
+    raise UnknownPipelineError(
         f"no pipeline {name!r} is declared in {folder}; known: {', '.join(sorted(known)) or 'none'}{unloaded}"
     )
 

@@ -8,7 +8,7 @@ is live; the ledger says what was tried. Rolled-back partitions are reported, no
 while it is alive; one that died (`ledger.dead_reason`: its process gone, its lease expired)
 is `failed`. The planner only reads: the next attempt's reconcile records the death.
 
-    python -m wap.cli plan silver_orders --from 2024-01-01 --to 2024-01-31
+    wap plan silver_orders --from 2024-01-01 --to 2024-01-31
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wap import tables
+from wap.errors import PartitionError
 from wap.ledger import dead_reason
 from wap.partition import Partition, grain_of, key_of
 from wap.pipeline import Pipeline
@@ -36,7 +37,7 @@ class PartitionState:
 def plan(runtime: Runtime, pipeline: Pipeline, start: Partition, end: Partition) -> list[PartitionState]:
     """The state of every partition from `start` to `end` (inclusive), at the pipeline's grain."""
     if end < start:
-        raise ValueError(f"--to {end} is before --from {start}")
+        raise PartitionError(f"--to {end} is before --from {start}")
     from pyiceberg.exceptions import NoSuchTableError
 
     try:

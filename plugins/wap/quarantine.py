@@ -9,10 +9,10 @@ says `quarantined` and lists the failed checks. After looking, a person either
   swap as any run, and the ledger row records who released it and why; or
 - discards it: the files are deleted and the row says `discarded`.
 
-    python -m wap.cli quarantine list
-    python -m wap.cli quarantine show silver_orders 2024-01-03
-    python -m wap.cli quarantine release silver_orders 2024-01-03 --reason "refunds are valid"
-    python -m wap.cli quarantine discard silver_orders 2024-01-03 --reason "bad export, re-landed"
+    wap quarantine list
+    wap quarantine show silver_orders 2024-01-03
+    wap quarantine release silver_orders 2024-01-03 --reason "refunds are valid"
+    wap quarantine discard silver_orders 2024-01-03 --reason "bad export, re-landed"
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ version's files: one atomic commit, readers see the old version or the restored 
 Rolling a whole table back makes an earlier snapshot current again (one metadata commit).
 Either way the ledger gets a `rolled_back` row per partition changed, with who and why.
 
-    python -m wap.cli versions silver_orders 2024-01-03
-    python -m wap.cli rollback silver_orders --partition 2024-01-03 --to-snapshot 123 --reason "bad fix"
-    python -m wap.cli rollback silver_orders --to-snapshot 123 --reason "revert yesterday's backfill"
+    wap versions silver_orders 2024-01-03
+    wap rollback silver_orders --partition 2024-01-03 --to-snapshot 123 --reason "bad fix"
+    wap rollback silver_orders --to-snapshot 123 --reason "revert yesterday's backfill"
 """
 
 from __future__ import annotations

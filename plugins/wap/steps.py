@@ -231,7 +231,7 @@ def _quarantined(
     )
     raise GateFailedError(
         f"{pipeline.table} {partition} failed its quality gate ({failed}); the live partition is unchanged and "
-        f"what the run made is quarantined in {quarantine} (python -m wap.cli quarantine show {pipeline.name} "
+        f"what the run made is quarantined in {quarantine} (wap quarantine show {pipeline.name} "
         f"{partition})\n{report.summary()}",
         checked,
     )
@@ -316,7 +316,7 @@ def _transformed(spark: Any, pipeline: Pipeline, partition: Partition) -> Any:
     except AnalysisException as exc:
         raise DataError(
             f"include/sql/{pipeline.sql} does not analyse, so no retry can help: fix the SQL, then run the "
-            f"partition again (python -m wap.cli run {pipeline.name} --from {key_of(partition)}). Spark says: "
+            f"partition again (wap run {pipeline.name} --from {key_of(partition)}). Spark says: "
             + str(exc).split("\n\nJVM stacktrace:")[0]
         ) from exc
     return result
