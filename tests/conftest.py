@@ -197,6 +197,21 @@ def run_dag(dag, day: dt.date | None = None, conf: dict[str, Any] | None = None,
     return states
 
 
+def run_a_quarantined_day(dag, landed: Path, day: dt.date) -> None:
+    """Run silver for `day` with one order of a negative amount landed: the gate quarantines
+    the run (the landed record is removed again after)."""
+    import json
+
+    bad = {"event_id": "E-B", "order_id": "O-B", "customer_id": "C", "status": "placed", "amount": -1}
+    bad |= {"event_ts": f"{day}T10:00:00Z", "currency": "EUR", "channel": "web"}
+    path = landed / "orders" / f"dt={day}" / "bad.jsonl"
+    path.write_text(json.dumps(bad) + "\n")
+    try:
+        assert run_dag(dag, day=day)["dag"] == "failed"
+    finally:
+        path.unlink()
+
+
 def read_partition(table: str, column: str, day: dt.date):
     """The live rows of one partition, as a pyarrow table (read through Iceberg)."""
     from pyiceberg.expressions import EqualTo

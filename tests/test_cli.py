@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import START, run_dag
+from conftest import START, run_a_quarantined_day, run_dag
 
 from wap import cli
 from wap.errors import (
@@ -84,12 +84,7 @@ def history(dags, landed, spark):
     """Days 1-2 published, day 3 quarantined (a negative amount)."""
     for day in DAYS[:2]:
         assert run_dag(dags["silver_orders"], day=day)["dag"] == "success"
-    bad = {"event_id": "E-B", "order_id": "O-B", "customer_id": "C", "status": "placed", "amount": -1}
-    bad |= {"event_ts": f"{DAYS[2]}T10:00:00Z", "currency": "EUR", "channel": "web"}
-    folder = landed / "orders" / f"dt={DAYS[2]}"
-    (folder / "bad.jsonl").write_text(json.dumps(bad) + "\n")
-    assert run_dag(dags["silver_orders"], day=DAYS[2])["dag"] == "failed"
-    (folder / "bad.jsonl").unlink()
+    run_a_quarantined_day(dags["silver_orders"], landed, DAYS[2])
     return landed
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import START, read_partition, run_dag, session_runtime
+from conftest import START, read_partition, run_a_quarantined_day, run_dag, session_runtime
 
 from wap.settings import REPO_ROOT
 
@@ -31,11 +31,7 @@ def history(dags, landed, spark):
     """Days 1-3 published, day 4 quarantined, days 5-6 never run."""
     for day in DAYS[:3]:
         assert run_dag(dags["silver_orders"], day=day)["dag"] == "success"
-    bad = {"event_id": "E-B", "order_id": "O-B", "customer_id": "C", "status": "placed", "amount": -1}
-    bad |= {"event_ts": f"{DAYS[3]}T10:00:00Z", "currency": "EUR", "channel": "web"}
-    (landed / "orders" / f"dt={DAYS[3]}" / "bad.jsonl").write_text(json.dumps(bad) + "\n")
-    assert run_dag(dags["silver_orders"], day=DAYS[3])["dag"] == "failed"
-    (landed / "orders" / f"dt={DAYS[3]}" / "bad.jsonl").unlink()
+    run_a_quarantined_day(dags["silver_orders"], landed, DAYS[3])
     return landed
 
 
