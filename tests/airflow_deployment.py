@@ -37,6 +37,7 @@ class AirflowDeployment:
         self.postgres = postgres
         self.port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
+        self._logs: list[Any] = []  # the components' log files, closed in stop()
         for database in ("airflow", "wap_ledger", "wap_catalog"):
             with sa.create_engine(postgres.url(), isolation_level="AUTOCOMMIT").connect() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
@@ -90,7 +91,8 @@ class AirflowDeployment:
         (self.base / "data" / "lineage").mkdir(parents=True, exist_ok=True)  # the file transport's folder
         self.airflow("db", "migrate", timeout=600)
         for component in COMPONENTS:
-            log = open(self.base / "logs" / f"{component}.log", "w")  # noqa: SIM115 - closed with the process
+            log = open(self.base / "logs" / f"{component}.log", "w")  # noqa: SIM115 - closed in stop()
+            self._logs.append(log)
             self.processes[component] = subprocess.Popen(
                 [sys.executable, "-m", "airflow", component],
                 env=self.env,
@@ -118,6 +120,9 @@ class AirflowDeployment:
         for group in groups:  # whatever did not stop on SIGTERM
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
 
     def log_tail(self, lines: int = 60) -> str:
         out = []

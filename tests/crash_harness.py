@@ -19,6 +19,7 @@ write. Then:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -100,6 +101,10 @@ class TaskProcess:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # a write end to a killed process: nothing to flush
+                    pipe.close()
 
 
 def _rows(identifier: str) -> list[tuple]:
