@@ -197,10 +197,14 @@ def run_dag(dag, day: dt.date | None = None, conf: dict[str, Any] | None = None,
     return states
 
 
-def run_a_quarantined_day(dag, landed: Path, day: dt.date) -> None:
-    """Run silver for `day` with one order of a negative amount landed: the gate quarantines
-    the run (the landed record is removed again after)."""
+def publish_then_quarantine(dag, landed: Path, published: list[dt.date], quarantined: dt.date) -> None:
+    """Run silver for each `published` day (each must succeed), then for `quarantined` with one
+    order of a negative amount landed: the gate quarantines it (the record is removed after)."""
     import json
+
+    for day in published:
+        assert run_dag(dag, day=day)["dag"] == "success"
+    day = quarantined
 
     bad = {"event_id": "E-B", "order_id": "O-B", "customer_id": "C", "status": "placed", "amount": -1}
     bad |= {"event_ts": f"{day}T10:00:00Z", "currency": "EUR", "channel": "web"}

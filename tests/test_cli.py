@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import START, run_a_quarantined_day, run_dag
+from conftest import START, publish_then_quarantine
 
 from wap import cli
 from wap.errors import (
@@ -82,9 +82,7 @@ def text_of(value) -> str:
 @pytest.fixture(scope="module")
 def history(dags, landed, spark):
     """Days 1-2 published, day 3 quarantined (a negative amount)."""
-    for day in DAYS[:2]:
-        assert run_dag(dags["silver_orders"], day=day)["dag"] == "success"
-    run_a_quarantined_day(dags["silver_orders"], landed, DAYS[2])
+    publish_then_quarantine(dags["silver_orders"], landed, DAYS[:2], DAYS[2])
     return landed
 
 

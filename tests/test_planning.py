@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import START, read_partition, run_a_quarantined_day, run_dag, session_runtime
+from conftest import START, publish_then_quarantine, read_partition, run_dag, session_runtime
 
 from wap.settings import REPO_ROOT
 
@@ -29,9 +29,7 @@ def cli(*args: str, ok: bool = True) -> str:
 @pytest.fixture(scope="module")
 def history(dags, landed, spark):
     """Days 1-3 published, day 4 quarantined, days 5-6 never run."""
-    for day in DAYS[:3]:
-        assert run_dag(dags["silver_orders"], day=day)["dag"] == "success"
-    run_a_quarantined_day(dags["silver_orders"], landed, DAYS[3])
+    publish_then_quarantine(dags["silver_orders"], landed, DAYS[:3], DAYS[3])
     return landed
 
 
