@@ -373,37 +373,9 @@ def next_steps(request: Spec, written: list[Path], root: Path = REPO_ROOT) -> st
 
 
 # ---------------------------------------------------------------------------- the command
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    """Add the `new` command to a command line's subparsers (`wap.cli`)."""
-    parser = subparsers.add_parser(
-        "new",
-        help="create a pipeline from the template: DAG, SQL, expectation suite, test",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("name", help="pipeline name = DAG id = file names, lower snake case (e.g. web_sessions)")
-    parser.add_argument("--grain", choices=GRAINS, default="daily", help="one partition per UTC day or hour")
-    parser.add_argument(
-        "--source",
-        default="files",
-        metavar="files[:DATASET]|postgres[:SCHEMA.TABLE]",
-        help="landed files (default dataset: the table's name) or a PostgreSQL table (default public.<table's name>)",
-    )
-    parser.add_argument(
-        "--table", help="namespace.table (default: <layer>.<rest> for a name <layer>_<rest>, else silver.<name>)"
-    )
-    parser.add_argument(
-        "--conn-id", default=DEFAULT_CONN_ID, help=f"postgres: the Airflow connection id (default {DEFAULT_CONN_ID})"
-    )
-    parser.add_argument(
-        "--merge",
-        action="store_true",
-        help="postgres: merge each run's rows into a table keyed by id (a dimension), the newest updated_at winning",
-    )
-    return parser
-
-
 def run(args: argparse.Namespace) -> str:
-    """Carry out `new`; return what to print. Raises `TemplateError` (a ValueError) when refused."""
+    """Carry out `new` (its options are `wap.cli`'s `new` command); return what to print.
+    Raises `TemplateError` (a ValueError) when refused."""
     request = spec(
         args.name, grain=args.grain, source=args.source, table=args.table, conn_id=args.conn_id, merge=args.merge
     )
