@@ -202,8 +202,14 @@ def test_plan_json_is_the_text_s_states_and_backfill(history, capsys):
     planned = run_json(capsys, *args)
     assert [{c: text_of(s[c]) for c in cli.PLAN_COLUMNS} for s in planned["partitions"]] == parse_table(table)
     assert [s["state"] for s in planned["partitions"]] == ["ok", "ok", "quarantined", "missing"]
-    assert planned["backfill"] == todo.strip().splitlines() and planned["backfill"]
+    lines = todo.strip().splitlines()
+    assert planned["ranges"] == lines[: len(planned["ranges"])] and planned["ranges"]
+    assert [f"  {command}" for command in planned["backfill"]] == lines[-len(planned["backfill"]) :]
+    assert planned["rest"] in todo and "/api/v2/dags/silver_orders/dagRuns" in planned["rest"]
     assert f"--from-date {DAYS[2]}" in planned["backfill"][0]
+    assert planned["ranges"] == [
+        f"""airflow dags trigger silver_orders --conf '{{"partition": "{DAYS[2]}/{DAYS[2] + dt.timedelta(days=1)}"}}'"""
+    ]
     assert planned["running"] == []
 
 

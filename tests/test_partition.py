@@ -80,7 +80,7 @@ def test_bad_partition_keys_are_rejected(key):
 
 
 # Through Airflow: the silver DAG's own resolve task, other tasks marked success unrun.
-ONLY_RESOLVE = "wait_for_.*|stage|audit|publish|late_partitions|reprocess_late"
+ONLY_RESOLVE = "wait_for_.*|stage|audit|publish|verdict|late_partitions|reprocess_late"
 
 
 def _resolved(dags, **kwargs) -> str:

@@ -708,13 +708,25 @@ def _aggregate(df: DataFrame, aggregates: dict[str, Any]) -> dict[str, Any]:
     return row.asDict()
 
 
-def evaluate(
-    df: DataFrame, expectations: list[dict[str, Any]], also: dict[str, Any] | None = None
-) -> tuple[list[Finding], dict[str, Any]]:
-    """All expectations, the compilable ones in one aggregation with `also`'s columns.
+def _aggregate_by(df: DataFrame, by: str, keys: list[str], aggregates: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`_aggregate` for each partition `by` names, in one grouped pass; a partition without
+    rows gets the values of an empty frame (counts 0, sums null), as its own run would."""
+    from pyspark.sql import functions as F
 
-    Returns the findings and the values of `also` (e.g. a row count and checksum).
-    """
+    values = {
+        row[by]: {name: row[name] for name in aggregates}
+        for row in df.groupBy(by).agg(*[column.alias(name) for name, column in aggregates.items()]).collect()
+    }
+    if missing := [k for k in keys if k not in values]:
+        empty = _aggregate(df.where(F.lit(False)), aggregates)
+        values |= {k: dict(empty) for k in missing}
+    return {k: values[k] for k in keys}
+
+
+def _compiled(
+    df: DataFrame, expectations: list[dict[str, Any]], also: dict[str, Any] | None
+) -> tuple[dict[int, Check], dict[str, Any], list[dict[str, Any]]]:
+    """The compilable checks, the aggregates of the shared pass, and the passes of their own."""
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     compiled: dict[int, Check] = {}
     for i, expectation in enumerate(expectations):
@@ -724,15 +736,57 @@ def evaluate(
     shared = dict(also or {})
     for parts, _, _ in compiled.values():
         shared.update(parts)
-    values = _aggregate(df, shared) if shared else {}
-    for _, own, _ in compiled.values():
-        if own:
-            values.update(_aggregate(df, own))
+    return compiled, shared, [own for _, own, _ in compiled.values() if own]
 
+
+def _verdicts(
+    df: DataFrame,
+    expectations: list[dict[str, Any]],
+    compiled: dict[int, Check],
+    values: dict[str, Any],
+) -> list[Finding]:
+    """The findings of one frame, given its aggregated values: compiled checks that failed are
+    confirmed (with samples) by GX, which also runs every expectation not compiled."""
     failed = [expectations[i] for i, (_, _, verdict) in compiled.items() if not verdict(values)]
     others = [e for i, e in enumerate(expectations) if i not in compiled]
-    findings = run_suite(df, failed, known_failed=True) + run_suite(df, others)
+    return run_suite(df, failed, known_failed=True) + run_suite(df, others)
+
+
+def evaluate(
+    df: DataFrame, expectations: list[dict[str, Any]], also: dict[str, Any] | None = None
+) -> tuple[list[Finding], dict[str, Any]]:
+    """All expectations, the compilable ones in one aggregation with `also`'s columns.
+
+    Returns the findings and the values of `also` (e.g. a row count and checksum).
+    """
+    compiled, shared, own = _compiled(df, expectations, also)
+    values = _aggregate(df, shared) if shared else {}
+    for aggregates in own:
+        values.update(_aggregate(df, aggregates))
+    findings = _verdicts(df, expectations, compiled, values)
     return findings, {name: values[name] for name in also or {}}
+
+
+def evaluate_by(
+    df: DataFrame, by: str, keys: list[str], expectations: list[dict[str, Any]], also: dict[str, Any] | None = None
+) -> dict[str, tuple[list[Finding], dict[str, Any]]]:
+    """`evaluate` for each partition of a range, `df`'s rows being the partition named by
+    the column `by`: the compiled checks of every partition in one grouped aggregation (and
+    one per uniqueness check); GX only for a partition whose compiled checks failed, or for
+    expectations it cannot compile, on that partition's rows alone."""
+    from pyspark.sql import functions as F
+
+    rows = df.drop(by)
+    compiled, shared, own = _compiled(rows, expectations, also)
+    values = _aggregate_by(df, by, keys, {"_gate_rows": F.count(F.lit(1)), **shared})
+    for aggregates in own:
+        for key, more in _aggregate_by(df, by, keys, aggregates).items():
+            values[key].update(more)
+    results = {}
+    for key in keys:
+        findings = _verdicts(df.where(F.col(by) == key).drop(by), expectations, compiled, values[key])
+        results[key] = (findings, {name: values[key][name] for name in ["_gate_rows", *(also or {})]})
+    return results
 
 
 def _raised(exception_info: Any) -> str | None:
@@ -771,3 +825,45 @@ def audit(
     rows = int(values.pop("_gate_rows"))
     findings += check_volume(rows, recent_rows or [], suite.get("meta", {}).get("volume"))
     return AuditReport(rows=rows, findings=findings), values
+
+
+def audit_by(
+    df: DataFrame,
+    by: str,
+    keys: list[str],
+    suite: dict[str, Any],
+    also: dict[str, Any] | None = None,
+    live_rows: dict[str, int] | None = None,
+) -> dict[str, tuple[AuditReport, dict[str, Any]]]:
+    """`audit` for each partition of a range run in one pass (`evaluate_by`), each partition
+    judged as a run of it alone would be.
+
+    `live_rows`: the row count of each live partition of the table. The volume of partition
+    K is checked against the partitions live before K, as if the range's partitions before K
+    had been run one by one first: those that pass count, with their new row counts.
+    """
+    from pyspark.sql import functions as F
+
+    contract = check_contract(df.drop(by), load_contract(suite))
+    if any(f.severity == BLOCKING for f in contract):
+        aggregated = _aggregate_by(df, by, keys, {"_gate_rows": F.count(F.lit(1)), **(also or {})})
+        evaluated = {k: (list(contract), aggregated[k]) for k in keys}
+    else:
+        evaluated = {
+            k: (contract + findings, values)
+            for k, (findings, values) in evaluate_by(df, by, keys, suite["expectations"], also).items()
+        }
+    rule = suite.get("meta", {}).get("volume")
+    live = dict(live_rows or {})
+    reports = {}
+    for key in keys:  # keys in order: the volume of each depends on the ones before
+        findings, values = evaluated[key]
+        rows = int(values.pop("_gate_rows"))
+        recent = [n for _, n in sorted(((k, n) for k, n in live.items() if k < key), reverse=True)]
+        if rule:
+            recent = recent[: int(rule.get("recent_partitions", 7))]
+        report = AuditReport(rows=rows, findings=findings + check_volume(rows, recent, rule))
+        if report.passed:
+            live[key] = rows
+        reports[key] = (report, values)
+    return reports

@@ -9,7 +9,7 @@
     wap rollback silver_orders [--partition 2024-01-03] --to-snapshot ID --reason ...
     wap maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
     wap new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]]
-    wap run web_sessions --from 2024-01-01T05 [--to 2024-01-01T08]   (embedded: dag.test, no servers)
+    wap run web_sessions --from 2024-01-01T05 [--to 2024-01-01T08]   (embedded: dag.test, no servers; range runs)
 
 `make install` puts the `wap` command in `.venv/bin` (an editable install of this package);
 `python -m wap.cli ...` is the same command where it is not installed
@@ -29,8 +29,9 @@ Exit codes (errors are translated here, once: `_WapGroup.invoke`):
     75  a transient error: the same command may succeed when tried again
         (`wap.errors.TransientError`; EX_TEMPFAIL of sysexits.h)
 
-`wap run` tries every partition of its range, then exits 0 if every run succeeded and 1 if
-any did not (each run's state is printed, then the pipeline's ledger); a range it cannot run
+`wap run` runs its range as range runs of at most the pipeline's `batch_size` partitions (one
+run per partition with --per-partition), tries every one, then exits 0 if every run succeeded
+and 1 if any did not (each run's state is printed, then the pipeline's ledger); a range it cannot run
 (no such DAG, a bad key, --to before --from) is refused before anything runs, with 1.
 An error that is none of the above is a bug: Python prints its traceback (exit code 1).
 """
@@ -51,7 +52,7 @@ import click
 
 from wap import partition, quarantine, tables, template
 from wap.errors import SetupError, WapError
-from wap.partition import key_of
+from wap.partition import MAX_RANGE, PartitionRange, key_of
 from wap.runtime import Runtime
 from wap.settings import load_settings
 
@@ -121,8 +122,10 @@ class Plan:
     """What `plan` found: each partition's state, and what to run about it."""
 
     states: list[dict[str, Any]]  # partition (its key), state, detail
-    commands: list[str]  # the backfill commands for exactly the partitions that need a run
+    commands: list[str]  # range runs covering exactly the partitions that need a run
+    backfill: list[str]  # or: Airflow's backfills of the same partitions, one run per partition
     running: list[str]  # partitions with a live attempt
+    rest: str = ""  # the REST call that triggers one range run
 
 
 class Output(ABC):
@@ -203,7 +206,16 @@ class TextOutput(Output):
 
     def plan(self, plan: Plan) -> str:
         if plan.commands:
-            todo = "\n".join(plan.commands)
+            todo = "\n".join(
+                [
+                    *plan.commands,
+                    "",
+                    "or over Airflow's REST API, for each range:",
+                    f"  {plan.rest}",
+                    "or one run per partition (Airflow's backfill):",
+                    *(f"  {command}" for command in plan.backfill),
+                ]
+            )
         elif plan.running:  # a live attempt: wait for it (a dead one is `failed`, with a command above)
             todo = (
                 f"nothing to start: {len(plan.running)} partition(s) have a live attempt running "
@@ -255,7 +267,15 @@ class JsonOutput(Output):
         return self.dump({**self._ledger_row(row), "findings": findings, "files": quarantine.files(row)})
 
     def plan(self, plan: Plan) -> str:
-        return self.dump({"partitions": plan.states, "backfill": plan.commands, "running": plan.running})
+        return self.dump(
+            {
+                "partitions": plan.states,
+                "ranges": plan.commands,
+                "rest": plan.rest,
+                "backfill": plan.backfill,
+                "running": plan.running,
+            }
+        )
 
     def versions(self, versions: list[tables.PublishedVersion]) -> str:
         return self.dump([dataclasses.asdict(v) for v in versions])
@@ -350,8 +370,10 @@ def make_plan(
     runs = max_active_runs or pipeline.publish.max_active_runs
     return Plan(
         states=[{**vars(s), "partition": key_of(s.partition)} for s in states],
-        commands=planner.backfill_commands(dag_id or pipeline_name, states, runs),
+        commands=planner.range_commands(dag_id or pipeline_name, states, pipeline.batch_size),
+        backfill=planner.backfill_commands(dag_id or pipeline_name, states, runs),
         running=[key_of(s.partition) for s in states if s.state == "running"],
+        rest=planner.rest_call(dag_id or pipeline_name),
     )
 
 
@@ -600,15 +622,21 @@ def new(name: str, grain: str, source: str, table: str | None, conn_id: str, mer
 
 @wap.command(
     **_help(
-        "run a DAG here for each partition of a range (dag.test, no servers)",
-        "Exits 0 if every partition's run succeeded, 1 if any did not (each is still tried).",
+        "run a DAG here for a range of partitions (dag.test, no servers)",
+        "Range runs by default: one run per batch of at most the pipeline's batch_size partitions "
+        "(--batch-size to change it; --per-partition for one run per partition). "
+        "Exits 0 if every run succeeded, 1 if any did not (each is still tried).",
     )
 )
 @click.argument("dag_id")
 @click.option("--from", "start", required=True, help=FROM_HELP)
 @click.option("--to", "end", help="last partition (default: the first)")
+@click.option("--batch-size", type=click.IntRange(1, MAX_RANGE), help="partitions per range run")
+@click.option("--per-partition", is_flag=True, help="one run per partition (as Airflow's backfill does)")
 @click.pass_context
-def run(ctx: click.Context, dag_id: str, start: str, end: str | None) -> None:
+def run(
+    ctx: click.Context, dag_id: str, start: str, end: str | None, batch_size: int | None, per_partition: bool
+) -> None:
     from wap.embedded import prepare_airflow, run_dag
     from wap.pipeline import declared_in
 
@@ -622,12 +650,14 @@ def run(ctx: click.Context, dag_id: str, start: str, end: str | None) -> None:
     last = grain.parse(end or start, source="--to")
     if last < first:
         raise ValueError(f"--to {grain.key(last)} is before --from {grain.key(first)}")
+    size = 1 if per_partition else batch_size or declared[0].batch_size
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the runs' outcomes, not Airflow's chatter
     prepare_airflow(load_settings().data_dir)
     failed = 0
-    for value in grain.between(first, last):
-        state = run_dag(dag_id, key_of(value))
-        click.echo(f"{dag_id} {key_of(value)}: {state}")
+    for batch in PartitionRange(first, last).batches(size):
+        key = batch.key if len(batch) > 1 else key_of(batch.first)
+        state = run_dag(dag_id, key)
+        click.echo(f"{dag_id} {key}: {state}")
         failed += "success" not in state
     click.echo(f"\n{show_ledger(dag_id, runtime=current_runtime())}")
     ctx.exit(EXIT_FAILED if failed else EXIT_OK)

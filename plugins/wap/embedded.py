@@ -55,14 +55,16 @@ def prepare_airflow(data_dir: Path) -> None:
 
 
 def run_dag(dag_id: str, partition: str) -> str:
-    """Run one DAG for one partition key in this process, as `dag.test()` does (call
-    `prepare_airflow` first); return the run's state. The DAG file is `<dags>/<dag_id>.py`."""
+    """Run one DAG for one partition key (or a range's, FIRST/LAST) in this process, as
+    `dag.test()` does (call `prepare_airflow` first); return the run's state. The DAG file is
+    `<dags>/<dag_id>.py`."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from wap.partition import from_key, grain_of
+    from wap.partition import PartitionRange, grain_of, span_from_key
     from wap.settings import load_settings
 
-    value = from_key(partition)
+    span = span_from_key(partition)
+    value = span.first if isinstance(span, PartitionRange) else span
     path = load_settings().dags_dir / f"{dag_id}.py"
     bag = DagBag(str(path))
     if dag_id not in bag.dags:

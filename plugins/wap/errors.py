@@ -94,12 +94,14 @@ class PartitionChangedError(DataError):
     """The partition is no longer the version this publish meant to replace: another run
     published it first. The first run to publish a partition wins (I5)."""
 
-    def __init__(self, message: str, live: Any) -> None:  # live: the tables.PublishedVersion now live, or None
+    def __init__(self, message: str, live: Any, partition: Any = None) -> None:
+        # live: the tables.PublishedVersion now live, or None; partition: the one that changed
         super().__init__(message)
         self.live = live
+        self.partition = partition
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.live))
+        return (type(self), (str(self), self.live, self.partition))
 
 
 class QuarantineError(DataError):

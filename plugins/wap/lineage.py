@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wap.partition import Partition, from_key, grain_of, key_of
+from wap.partition import Partition, PartitionRange, grain_of, span_from_key, span_key
 
 if TYPE_CHECKING:
     from openlineage.client.event_v2 import Dataset
@@ -239,6 +239,7 @@ def _custom_facets() -> tuple[type, type]:
             partition: str
             windowStart: str
             windowEnd: str
+            partitions: dict[str, Any] | None = None  # a range run's outcome per partition
 
             @staticmethod
             def _get_schema() -> str:
@@ -265,14 +266,18 @@ def _custom_facets() -> tuple[type, type]:
 _FACETS: tuple[type, type] | None = None
 
 
-def partition_facet(table: str, column: str | None, partition: Partition) -> Any:
-    start, end = grain_of(partition).window(partition)
+def partition_facet(
+    table: str, column: str | None, partition: Partition | PartitionRange, outcomes: dict[str, Any] | None = None
+) -> Any:
+    first, last = (partition.first, partition.last) if isinstance(partition, PartitionRange) else (partition, partition)
+    start, end = grain_of(first).window(first)[0], grain_of(last).window(last)[1]
     return _custom_facets()[0](
         table=table,
         partitionColumn=column,
-        partition=key_of(partition),
+        partition=span_key(partition),
         windowStart=start.isoformat(),
         windowEnd=end.isoformat(),
+        partitions=outcomes,
     )
 
 
@@ -313,7 +318,14 @@ def table(pipeline: Pipeline, facets: dict[str, Any] | None = None) -> Dataset:
     return dataset(tables.load_table(pipeline.table).location(), facets, table=pipeline.table)
 
 
-def run_facets(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int, **ledger: Any) -> dict[str, Any]:
+def run_facets(
+    pipeline: Pipeline,
+    partition: Partition | PartitionRange,
+    run_id: str,
+    try_number: int,
+    outcomes: dict[str, Any] | None = None,
+    **ledger: Any,
+) -> dict[str, Any]:
     from wap.staging import run_token
 
     return {
@@ -321,6 +333,7 @@ def run_facets(pipeline: Pipeline, partition: Partition, run_id: str, try_number
             pipeline.table,
             pipeline.publish.window_column(pipeline.partition_column),
             partition,
+            outcomes,
         ),
         "wapLedger": ledger_facet(pipeline.name, run_id, try_number, run_token(run_id, try_number), **ledger),
     }
@@ -338,7 +351,9 @@ def as_output(ds: Dataset, **output_facets: Any) -> Any:
     return OutputDataset(namespace=ds.namespace, name=ds.name, facets=ds.facets, outputFacets=output_facets)
 
 
-def staging(pipeline: Pipeline, partition: Partition, run_id: str, try_number: int, status: str) -> None:
+def staging(
+    pipeline: Pipeline, partition: Partition | PartitionRange, run_id: str, try_number: int, status: str
+) -> None:
     """Record a stage: the sources in; out, once staged, the table's next version (its
     staging path is never named)."""
     record(
@@ -353,11 +368,15 @@ def audited(pipeline: Pipeline, staged: StagedRun, checked: list[dict[str, Any]]
     """Record an audit: the table's candidate version in, with every check and its result."""
     record(
         inputs=[as_input(table(pipeline), dataQualityAssertions=assertions_facet(checked))],
-        run_facets=run_facets(pipeline, from_key(staged.partition), staged.run_id, staged.try_number, status=status),
+        run_facets=run_facets(
+            pipeline, span_from_key(staged.partition), staged.run_id, staged.try_number, status=status
+        ),
     )
 
 
-def published(pipeline: Pipeline, staged: StagedRun, snapshot_id: int, status: str) -> None:
+def published(
+    pipeline: Pipeline, staged: StagedRun, snapshot_id: int, status: str, outcomes: dict[str, Any] | None = None
+) -> None:
     """Record a publish: the sources in, the live table out with every facet of this version."""
     inputs = sources(pipeline)
     facets = {
@@ -373,9 +392,10 @@ def published(pipeline: Pipeline, staged: StagedRun, snapshot_id: int, status: s
         outputs=[as_output(table(pipeline, facets), outputStatistics=output_statistics(staged.rows_out, staged.files))],
         run_facets=run_facets(
             pipeline,
-            from_key(staged.partition),
+            span_from_key(staged.partition),
             staged.run_id,
             staged.try_number,
+            outcomes,
             status=status,
             code_version=staged.code_version,
             contract_version=staged.contract_version,

@@ -5,6 +5,11 @@ A pipeline's *grain* says what one partition is: a UTC calendar day (`DAILY`, ke
 `datetime.date` (daily) or a timezone-aware UTC `datetime` on the hour (hourly); its key
 is the text the ledger, paths, snapshot summaries and asset events carry.
 
+A run may also be bound to a *range* of partitions (`PartitionRange`): the ISO 8601 interval
+form `2024-01-01/2024-01-31` (hourly `2024-01-01T00/2024-01-01T23`), both ends included,
+at most `MAX_RANGE` partitions. One range run does the work of every partition in it in one
+pass and gives each its own outcome (`wap.ranges`).
+
 Order of precedence (DESIGN.md, "Resolve"):
 1. `params["partition"]`: a manual override, e.g. `airflow dags trigger -c '{"partition": "2024-01-31"}'`;
 2. `dag_run.partition_key`: Airflow 3.2+ partitioned runs (partitioned asset events);
@@ -30,6 +35,10 @@ Partition = dt.date | dt.datetime  # a datetime only for sub-daily grains (alway
 # arithmetic (a partition's end, the late-data lookback) overflow or misbehave: a key such as
 # 0001-01-01 or 9999-12-31 is a typo or a probe, refused before any work.
 FIRST_YEAR, LAST_YEAR = 1900, 2999
+# A range run holds at most this many partitions (a year of days; 41 days of hours): its
+# ledger rows, staged folders and the commit's summary grow with it.
+MAX_RANGE = 1000
+RANGE_SEPARATOR = "/"
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,34 @@ class Grain:
                 f"(written {self.form}, UTC)"
             ) from None
         return self._in_calendar(parsed, source)
+
+    def parse_range(self, value: object, *, source: str = "partition") -> PartitionRange:
+        """Validate a range `FIRST/LAST` (ISO 8601 interval of two partition keys, both
+        included) and return it; `PartitionError` otherwise."""
+        text = value if isinstance(value, str) else ""
+        parts = text.split(RANGE_SEPARATOR)
+        if len(parts) != 2:
+            raise PartitionError(
+                f"{source} must be a range of {self.name} partitions written {self.form}/{self.form} "
+                f"(both ends included, UTC), got {value!r}"
+            )
+        first = self.parse(parts[0], source=f"{source} (its start)")
+        last = self.parse(parts[1], source=f"{source} (its end)")
+        span = PartitionRange(first, last)
+        if last < first:
+            raise PartitionError(f"{source} {value!r}: its end {self.key(last)} is before its start {self.key(first)}")
+        if len(span) > MAX_RANGE:
+            raise PartitionError(
+                f"{source} {value!r} holds {len(span)} partitions; a range run holds at most {MAX_RANGE}: "
+                "split it (wap run --from --to does, in batches of the pipeline's batch_size)"
+            )
+        return span
+
+    def parse_span(self, value: object, *, source: str = "partition") -> Partition | PartitionRange:
+        """A partition, or a range of them if the text holds `/` (`parse`, `parse_range`)."""
+        if isinstance(value, str) and RANGE_SEPARATOR in value:
+            return self.parse_range(value, source=source)
+        return self.parse(value, source=source)
 
     def _in_calendar(self, partition: Partition, source: str) -> Partition:
         if not FIRST_YEAR <= partition.year <= LAST_YEAR:
@@ -150,6 +187,36 @@ HOURLY = Grain(
 GRAINS = {grain.name: grain for grain in (DAILY, HOURLY)}
 
 
+@dataclass(frozen=True)
+class PartitionRange:
+    """Consecutive partitions of one grain, `first` to `last`, both included."""
+
+    first: Partition
+    last: Partition
+
+    @property
+    def grain(self) -> Grain:
+        return grain_of(self.first)
+
+    @property
+    def key(self) -> str:
+        """`2024-01-01/2024-01-31`: what the ledger's run, the params and lineage carry."""
+        return f"{self.grain.key(self.first)}{RANGE_SEPARATOR}{self.grain.key(self.last)}"
+
+    def partitions(self) -> list[Partition]:
+        return list(self.grain.between(self.first, self.last))
+
+    def __len__(self) -> int:
+        return int((self.grain.start(self.last) - self.grain.start(self.first)) / self.grain.step) + 1
+
+    def batches(self, size: int) -> list[PartitionRange]:
+        """The range cut into consecutive ranges of at most `size` partitions."""
+        values = self.partitions()
+        return [
+            PartitionRange(chunk[0], chunk[-1]) for chunk in (values[i : i + size] for i in range(0, len(values), size))
+        ]
+
+
 def grain_named(name: str) -> Grain:
     try:
         return GRAINS[name]
@@ -162,17 +229,17 @@ def parse_partition(value: object, *, source: str = "partition", grain: Grain = 
     return grain.parse(value, source=source)
 
 
-def resolve_partition(context: Mapping[str, Any], grain: Grain = DAILY) -> Partition:
-    """Return the partition of the run described by an Airflow task context."""
+def resolve_partition(context: Mapping[str, Any], grain: Grain = DAILY) -> Partition | PartitionRange:
+    """Return the partition (or range of partitions) of the run described by an Airflow task context."""
     params = context.get("params") or {}
     override = params.get("partition") if isinstance(params, Mapping) else None
     if override not in (None, ""):
-        return grain.parse(override, source='params["partition"]')
+        return grain.parse_span(override, source='params["partition"]')
 
     dag_run = context.get("dag_run")
     key = getattr(dag_run, "partition_key", None) or context.get("partition_key")
     if key:
-        return grain.parse(str(key), source="dag_run.partition_key")
+        return grain.parse_span(str(key), source="dag_run.partition_key")
 
     logical_date = context.get("logical_date")
     if logical_date is not None:
@@ -196,3 +263,14 @@ def key_of(partition: Partition) -> str:
 def from_key(key: str) -> Partition:
     """A partition back from its key (as the ledger, snapshot summaries and XComs carry it)."""
     return (HOURLY if "T" in key else DAILY).parse(key, source="partition key")
+
+
+def span_key(span: Partition | PartitionRange) -> str:
+    """The key of a partition or of a range (`2024-01-31`, `2024-01-01/2024-01-31`)."""
+    return span.key if isinstance(span, PartitionRange) else key_of(span)
+
+
+def span_from_key(key: str) -> Partition | PartitionRange:
+    """A partition or a range back from its key."""
+    grain = HOURLY if "T" in key else DAILY
+    return grain.parse_span(key, source="partition key")

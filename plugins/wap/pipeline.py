@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wap.errors import UnknownPipelineError
-from wap.partition import DAILY, Grain
+from wap.partition import DAILY, MAX_RANGE, Grain
 from wap.publish import REPLACE_PARTITION, PublishMode
 from wap.settings import load_settings
 
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
     from wap.contract import Contract
     from wap.sources import Source
+
+
+PER_PARTITION, ALL_OR_NOTHING = "per-partition", "all-or-nothing"
+RANGE_POLICIES = (PER_PARTITION, ALL_OR_NOTHING)
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,19 @@ class Pipeline:
     sources: tuple[Source, ...]
     grain: Grain = DAILY  # one partition = a UTC day, or an hour (wap.partition.HOURLY)
     publish: PublishMode = REPLACE_PARTITION  # how a run's result is published (`wap.publish`)
+    # A range run (`wap.ranges`): a partition that fails its gate is quarantined alone and
+    # the others publish (PER_PARTITION), or any failing partition stops the whole range
+    # (ALL_OR_NOTHING). `batch_size`: the most partitions `wap run` and `wap plan` put in one run.
+    range_policy: str = "per-partition"
+    batch_size: int = 31
 
     def __post_init__(self) -> None:
+        if self.range_policy not in RANGE_POLICIES:
+            raise ValueError(
+                f"{self.name}: range_policy must be one of {', '.join(RANGE_POLICIES)}, got {self.range_policy!r}"
+            )
+        if not 1 <= self.batch_size <= MAX_RANGE:
+            raise ValueError(f"{self.name}: batch_size must be from 1 to {MAX_RANGE}, got {self.batch_size!r}")
         # Check the suite against its contract now, at DAG import (JSON only, no GX, no Spark):
         # a column typo is then an import error in Airflow, not a day staged and quarantined.
         self.contract  # noqa: B018

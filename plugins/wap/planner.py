@@ -9,6 +9,10 @@ while it is alive; one that died (`ledger.dead_reason`: its process gone, its le
 is `failed`. The planner only reads: the next attempt's reconcile records the death.
 
     wap plan silver_orders --from 2024-01-01 --to 2024-01-31
+
+What it prints to fix them: range runs (`range_commands`), one run per stretch of consecutive
+partitions that need one, at most the pipeline's `batch_size` partitions each; or Airflow's
+own `backfill create`, one run per partition (`backfill_commands`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 from wap import tables
 from wap.errors import PartitionError
 from wap.ledger import dead_reason
-from wap.partition import Partition, grain_of, key_of
+from wap.partition import Partition, PartitionRange, grain_of, key_of
 from wap.pipeline import Pipeline
 from wap.runtime import Runtime
 
@@ -80,6 +84,42 @@ def plan(runtime: Runtime, pipeline: Pipeline, start: Partition, end: Partition)
         else:
             states.append(PartitionState(day, "ok", f"snapshot {live.snapshot_id}"))
     return states
+
+
+def stretches(states: list[PartitionState]) -> list[PartitionRange]:
+    """The runs of consecutive partitions that need a run, as ranges."""
+    found: list[PartitionRange] = []
+    for state in states:
+        if state.state not in NEEDS_RUN:
+            continue
+        if found and grain_of(state.partition).next(found[-1].last) == state.partition:
+            found[-1] = PartitionRange(found[-1].first, state.partition)
+        else:
+            found.append(PartitionRange(state.partition, state.partition))
+    return found
+
+
+def range_commands(dag_id: str, states: list[PartitionState], batch_size: int) -> list[str]:
+    """`airflow dags trigger` commands of range runs covering exactly the partitions that need
+    a run: one per stretch of consecutive partitions, cut into ranges of at most `batch_size`
+    (a stretch of one partition is a run of that partition)."""
+    import json
+
+    commands = []
+    for stretch in stretches(states):
+        for batch in stretch.batches(batch_size):
+            key = batch.key if len(batch) > 1 else key_of(batch.first)
+            conf = json.dumps({"partition": key})
+            commands.append(f"airflow dags trigger {dag_id} --conf '{conf}'")
+    return commands
+
+
+def rest_call(dag_id: str) -> str:
+    """The REST form of `range_commands`' triggers (Airflow 3's public API), for one range."""
+    return (
+        f'curl -X POST "$AIRFLOW_URL/api/v2/dags/{dag_id}/dagRuns" -H "Authorization: Bearer $TOKEN" '
+        """-H 'Content-Type: application/json' -d '{"logical_date": null, "conf": {"partition": "FIRST/LAST"}}'"""
+    )
 
 
 def backfill_commands(dag_id: str, states: list[PartitionState], max_active_runs: int = 3) -> list[str]:

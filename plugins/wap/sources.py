@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wap.errors import BadSourceError, SetupError, SourceMissingError
-from wap.partition import Partition, grain_of, key_of
+from wap.partition import Grain, Partition, PartitionRange, grain_of, key_of
 from wap.settings import load_settings
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 # Columns `LandedFiles.read` adds to the declared ones.
-REJECT, OWN, FILE, RECORD, LATE = "_reject", "_own", "_file", "_record", "_late_for"
+REJECT, OWN, FILE, RECORD, LATE, LANDED = "_reject", "_own", "_file", "_record", "_late_for", "_landed"
 _CORRUPT = "_corrupt_record"
 SAMPLE_REJECTS = 5
 # A line holding several JSON values, or an array, hides an unknown number of records: it
@@ -279,27 +279,36 @@ class LandedFiles:
         """Where this dataset lands (what lineage names; never a single day's folder)."""
         return (load_settings().landing_dir / self.dataset).as_uri()
 
-    def folders(self, partition: Partition, landing_dir: Path | None = None) -> list[str]:
+    def folders(
+        self, partition: Partition, landing_dir: Path | None = None, last: Partition | None = None
+    ) -> list[str]:
+        """The folders a run of `partition` (to `last`, for a range) reads: its own, then the late ones."""
         root = (landing_dir or load_settings().landing_dir) / self.dataset
         grain = grain_of(partition)
-        return [str(root / f"dt={grain.key(grain.next(partition, n))}") for n in range(self.late_folders + 1)]
+        count = len(PartitionRange(partition, last or partition)) + self.late_folders
+        return [str(root / f"dt={grain.key(grain.next(partition, n))}") for n in range(count)]
 
     def arrival_pattern(self, partition: Partition) -> str:
         """A glob that matches once the partition's own folder holds a data file (names
         starting with `_` or `.`, such as markers and checksums, are not data; Spark skips them)."""
         return str(load_settings().landing_dir / self.dataset / f"dt={key_of(partition)}" / "[!_.]*")
 
-    def read(self, spark: SparkSession, partition: Partition, places: Places) -> DataFrame:
-        """Every record of the partition's folders: the declared columns, plus `_reject` (why
-        the record cannot be used, or null), `_own` (it landed in the partition's own
-        folder), `_file` and `_record` (the record's text as landed)."""
+    def read(
+        self, spark: SparkSession, partition: Partition, places: Places, last: Partition | None = None
+    ) -> DataFrame:
+        """Every record of the partition's folders (of a range's, to `last`): the declared
+        columns, plus `_reject` (why the record cannot be used, or null), `_own` (it landed in
+        the folder of a partition the run is for), `_landed` (that folder's key), `_late_for`
+        (an earlier partition it belongs to), `_file` and `_record` (its text as landed)."""
         from pyspark.sql import functions as F
 
         root = places.landing_dir / self.dataset
-        files = landed_files(root, [Path(folder) for folder in self.folders(partition, places.landing_dir)])
+        files = landed_files(root, [Path(folder) for folder in self.folders(partition, places.landing_dir, last)])
         if not files:
             return spark.createDataFrame(
-                [], f"{self.schema}, {REJECT} STRING, {OWN} BOOLEAN, {FILE} STRING, {RECORD} STRING, {LATE} STRING"
+                [],
+                f"{self.schema}, {REJECT} STRING, {OWN} BOOLEAN, {LANDED} STRING, {FILE} STRING, "
+                f"{RECORD} STRING, {LATE} STRING",
             )
         paths = [_literal(path) for path in files]
         if self.format == "csv":
@@ -308,7 +317,7 @@ class LandedFiles:
             frame, declared, reasons, record = self._read_json(spark, paths)
         grain = grain_of(partition)
         # Keys compare as text: ISO keys of one grain sort as their times do.
-        own_key = F.lit(grain.key(partition))
+        first_key, last_key = F.lit(grain.key(partition)), F.lit(grain.key(last or partition))
         landed_on = F.regexp_extract(F.col(FILE), r"/dt=(\d{4}-\d{2}-\d{2}(?:T\d{2})?)/", 1)
         reason = F.lit(None).cast("string")
         for when, why in reversed(reasons):  # the first matching reason wins
@@ -328,13 +337,14 @@ class LandedFiles:
                     F.lit(f"{self.event_time} outside the folder's landing window"),
                 ),
             )
-            # A usable record in this partition's folder that happened in an earlier partition:
-            # late data for that partition, which was published without it (see `Intake.late`).
-            late_for = F.when(reason.isNull() & (landed_on == own_key) & (happened_in < landed_on), happened_in)
+            # A usable record in a folder that happened in an earlier partition: late data for
+            # that partition, which may have been published without it (see `Intake.late`).
+            late_for = F.when(reason.isNull() & (happened_in < landed_on), happened_in)
         return frame.select(
             *declared,
             reason.alias(REJECT),
-            (landed_on == own_key).alias(OWN),
+            ((landed_on >= first_key) & (landed_on <= last_key)).alias(OWN),
+            landed_on.alias(LANDED),
             F.col(FILE),
             record.alias(RECORD),
             late_for.alias(LATE),
@@ -431,16 +441,27 @@ class PublishedTable:
 
         return tables.load_table(self.table).location()
 
-    def read(self, spark: SparkSession, partition: Partition, places: Places) -> DataFrame:
+    def read(
+        self, spark: SparkSession, partition: Partition, places: Places, last: Partition | None = None
+    ) -> DataFrame:
         from wap import tables
 
         table = tables.load_table(self.table, places.catalog)
-        files = tables.partition_files(table, self.partition_column, partition)
-        if not files:
+        span = PartitionRange(partition, last or partition)
+        files = tables.files_by_partition(table, self.partition_column, span.first, span.last)
+        missing = [key_of(p) for p in span.partitions() if key_of(p) not in files]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise SourceMissingError(
-                f"{self.table} has no published partition {self.partition_column}={partition}; run its pipeline first"
+                f"{self.table} has no published partition {self.partition_column}={shown}; run its pipeline first"
             )
-        return spark.read.parquet(*files)
+        return spark.read.parquet(*[f for names in files.values() for f in names])
+
+    def key_column(self, grain: Grain) -> Any:
+        """The key of the partition each row is read for (rows per partition in a range run)."""
+        from pyspark.sql import functions as F
+
+        return F.date_format(F.col(self.partition_column), grain.spark_key_format)
 
 
 @dataclass(frozen=True)
@@ -481,8 +502,9 @@ class DatabaseTable:
         conn = self._connection()
         return f"postgres://{conn.host}:{conn.port or 5432}/{conn.schema}.{self.table}"
 
-    def query(self, partition: Partition) -> str:
-        start, end = grain_of(partition).window(partition)
+    def query(self, partition: Partition, last: Partition | None = None) -> str:
+        start, _ = grain_of(partition).window(partition)
+        _, end = grain_of(partition).window(last or partition)
         # The bounds are formatted from a validated partition, never taken from input text.
         bound = "TIMESTAMP WITH TIME ZONE '{}'".format
         return (
@@ -490,7 +512,14 @@ class DatabaseTable:
             f"AND {self.updated_at} < {bound(end.isoformat())}"
         )
 
-    def read(self, spark: SparkSession, partition: Partition, places: Places) -> DataFrame:
+    def key_column(self, grain: Grain) -> Any:
+        from pyspark.sql import functions as F
+
+        return F.date_format(F.col(self.updated_at), grain.spark_key_format)
+
+    def read(
+        self, spark: SparkSession, partition: Partition, places: Places, last: Partition | None = None
+    ) -> DataFrame:
         conn = self._connection()
         frame = (
             spark.read.format("jdbc")
@@ -498,7 +527,7 @@ class DatabaseTable:
             .option("driver", "org.postgresql.Driver")
             .option("user", conn.login or "")
             .option("password", conn.password or "")
-            .option("query", self.query(partition))
+            .option("query", self.query(partition, last))
             .option("fetchsize", self.fetch_size)
             .load()
         )
@@ -548,52 +577,86 @@ class Intake:
 def take_in(
     spark: SparkSession, source: Source, partition: Partition, places: Places
 ) -> tuple[DataFrame, DataFrame | None, Intake]:
-    """Read a source for the partition: (usable records, rejects or None, the accounting).
+    """Read a source for the partition: (usable records, rejects or None, the accounting)."""
+    usable, rejects, intakes = take_in_range(spark, source, PartitionRange(partition, partition), places)
+    return usable, rejects, intakes[key_of(partition)]
 
-    One pass counts records and rejects; a second, only when there are rejects, takes a
-    sample. Rejects from later folders (read only for their late records) are left to
-    their own partition's run, which answers for them.
+
+def take_in_range(
+    spark: SparkSession, source: Source, span: PartitionRange, places: Places, kept: list[Any] | None = None
+) -> tuple[DataFrame, DataFrame | None, dict[str, Intake]]:
+    """Read a source once for every partition of `span`: (usable records, rejects or None,
+    each partition's accounting by key, as a run of that partition alone counts it).
+
+    One pass counts records and rejects by landed folder; a second, only when there are
+    rejects, takes a sample of each partition's. Rejects from folders after the range (read
+    only for their late records) are left to their own partition's run, which answers for
+    them. A range's records are read once and kept (persisted) for the transform's queries;
+    the kept frames are added to `kept`, for the caller to unpersist once it has written.
     """
     from pyspark.sql import functions as F
 
-    frame = source.read(spark, partition, places)
+    keys = [key_of(p) for p in span.partitions()]
+    # A source's read of a range takes its last partition (a single partition's: no `last`).
+    frame = (
+        source.read(spark, span.first, places) if len(keys) == 1 else source.read(spark, span.first, places, span.last)
+    )
     if REJECT not in frame.columns:
-        records = frame.count()
-        return frame, None, Intake(source.view, records, records, {}, [])
+        if len(keys) == 1:
+            records = {keys[0]: frame.count()}
+        else:
+            frame = frame.localCheckpoint(eager=True)  # read once: the count and every partition's query
+            counted = frame.groupBy(source.key_column(span.grain).alias("k")).count().collect()  # type: ignore[union-attr]
+            records = {k: 0 for k in keys} | {k: n for k, n in counted if k in keys}
+        return frame, None, {k: Intake(source.view, n, n, {}, []) for k, n in records.items()}
+    if len(keys) > 1:
+        from pyspark.storagelevel import StorageLevel
+
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+        if kept is not None:
+            kept.append(frame)
     try:
-        counts = frame.groupBy(REJECT, OWN, LATE).count().collect()
+        counts = frame.groupBy(LANDED, REJECT, LATE).count().collect()
     except Exception as exc:
         if not isinstance(source, LandedFiles):
             raise
         raise _unreadable(exc, source) from exc
     rejects = frame.where(F.col(OWN) & F.col(REJECT).isNotNull())
-    rejected: dict[str, int] = {}
-    late: dict[str, int] = {}
-    for reason, own, late_for, count in counts:
-        if own and reason is not None:
-            rejected[reason] = rejected.get(reason, 0) + count
-        if late_for is not None:
-            late[late_for] = count
-    sample = []
-    if rejected:  # a few rejects, each cut (`ledger.bounded`): the whole records are in the rejects files
-        from wap.ledger import bounded
+    late_folders = getattr(source, "late_folders", 0)
+    intakes = {}
+    for value, key in zip(span.partitions(), keys, strict=True):
+        # A run of this partition alone reads its own folder and the late folders after it.
+        reads = {key_of(span.grain.next(value, n)) for n in range(late_folders + 1)}
+        rejected: dict[str, int] = {}
+        late: dict[str, int] = {}
+        for landed, reason, late_for, count in counts:
+            if landed == key and reason is not None:
+                rejected[reason] = rejected.get(reason, 0) + count
+            if landed == key and late_for is not None:
+                late[late_for] = late.get(late_for, 0) + count
+        sample = []
+        if rejected:  # a few rejects, each cut (`ledger.bounded`): the whole records are in the rejects files
+            from wap.ledger import bounded
 
-        picked = rejects.select(FILE, REJECT, F.coalesce(F.col(RECORD), F.lit("")).alias(RECORD))
-        sample = [
-            {"file": r[FILE], "reason": r[REJECT], "record": bounded(r[RECORD])}
-            for r in picked.limit(SAMPLE_REJECTS).collect()
-        ]
-    intake = Intake(
-        source=source.view,
-        records=sum(n for *_, n in counts),
-        own_records=sum(n for _, own, _, n in counts if own),
-        rejected=rejected,
-        sample=sample,
-        max_rejected_share=getattr(source, "max_rejected_share", 0.0),  # only landed files have rejects
-        late=late,
-    )
-    usable = frame.where(F.col(REJECT).isNull()).drop(REJECT, OWN, FILE, RECORD, LATE)
-    return usable, (rejects if rejected else None), intake
+            picked = rejects.where(F.col(LANDED) == key).select(
+                FILE, REJECT, F.coalesce(F.col(RECORD), F.lit("")).alias(RECORD)
+            )
+            sample = [
+                {"file": r[FILE], "reason": r[REJECT], "record": bounded(r[RECORD])}
+                for r in picked.limit(SAMPLE_REJECTS).collect()
+            ]
+        intakes[key] = Intake(
+            source=source.view,
+            records=sum(n for landed, *_, n in counts if landed in reads),
+            own_records=sum(n for landed, *_, n in counts if landed == key),
+            rejected=rejected,
+            sample=sample,
+            max_rejected_share=getattr(source, "max_rejected_share", 0.0),  # only landed files have rejects
+            late=late,
+        )
+    usable = frame.where(F.col(REJECT).isNull()).drop(REJECT, OWN, LANDED, FILE, RECORD, LATE)
+    any_rejected = any(i.rejected for i in intakes.values())
+    return usable, (rejects if any_rejected else None), intakes
 
 
 def _unreadable(exc: Exception, source: LandedFiles) -> Exception:

@@ -75,6 +75,38 @@ class StagedRun:
         return cls(**data)
 
 
+# The column a range run's staged rows carry their partition key in, and the folder Spark
+# writes each partition's files to (`<range folder>/wap_partition=<key>/`); never in the files.
+RANGE_KEY = "wap_partition"
+
+
+@dataclass(frozen=True)
+class StagedRange:
+    """What one attempt of a range run staged: a `StagedRun` per partition still going (each
+    with a run token of its own, `partition_token`), and the partitions stopped on the way,
+    key -> why (XCom-safe)."""
+
+    pipeline: str
+    partition: str  # the range's key, FIRST/LAST
+    run_id: str
+    try_number: int
+    run_token: str  # the attempt's; each partition's is `partition_token(run_token, key)`
+    runs: list[StagedRun]
+    stopped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StagedRange:
+        return cls(**{**data, "runs": [StagedRun.from_dict(r) for r in data["runs"]]})
+
+
+def partition_token(token: str, key: str) -> str:
+    """The run token of one partition of a range run's attempt `token`."""
+    return f"{token}-{key}"
+
+
 def run_token(run_id: str, try_number: int) -> str:
     """A path-safe name unique to one run and attempt.
 
@@ -107,6 +139,23 @@ def write_staged(df: DataFrame, staged_dir: str) -> list[str]:
     """
     df.write.mode("overwrite").option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(spark_uri(staged_dir))
     return list_files(staged_dir)
+
+
+def write_staged_by(df: DataFrame, staged_dir: str) -> dict[str, list[str]]:
+    """Write a range run's rows as Parquet under `staged_dir` in one Spark job, each partition's
+    (the `RANGE_KEY` column, which is not written into the files) in a folder of its own;
+    return each partition's files by key (a partition without rows has none)."""
+    (
+        df.write.mode("overwrite")
+        .partitionBy(RANGE_KEY)
+        .option("maxRecordsPerFile", MAX_RECORDS_PER_FILE)
+        .parquet(spark_uri(staged_dir))
+    )
+    found: dict[str, list[str]] = {}
+    for path in list_files(staged_dir):
+        if matched := re.search(f"/{RANGE_KEY}=([^/]+)/", path):
+            found.setdefault(matched.group(1), []).append(path)
+    return found
 
 
 def checksum_aggregates(df: DataFrame) -> dict[str, Any]:

@@ -15,6 +15,7 @@ This module is the only one that knows the table format.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import warnings
 from collections.abc import Iterator
@@ -43,6 +44,9 @@ RUN_ID, RUN_TOKEN, PARTITION, ROWS, CHECKSUM, PIPELINE, CODE_VERSION = (
     "wap.pipeline",
     "wap.code-version",
 )
+# A range run's commit publishes several partitions: its summary holds each one's run token,
+# rows and checksum as JSON, {key: [token, rows, checksum]} (`PARTITION` is then the range).
+PARTITIONS = "wap.partitions"
 # Table property (and publish summary key): the contract version the table's schema matches.
 CONTRACT_VERSION = "wap.contract-version"
 COMMIT_RETRIES = 5
@@ -295,10 +299,32 @@ def history(table: Table, as_of: int | None = None):
     return ancestors_of(start, table.metadata)
 
 
+def _published(summary: Any) -> list[tuple[str, str, int, str]]:
+    """What a publish's snapshot summary says it published: (partition key, run token, rows,
+    checksum) for its one partition, or for each partition of a range run's commit."""
+    if summary is None or summary.get(PARTITION) is None:
+        return []
+    if (entries := summary.get(PARTITIONS)) is not None:
+        return [(key, token, int(rows), checksum) for key, (token, rows, checksum) in json.loads(entries).items()]
+    # Summary.get ignores a default
+    return [
+        (summary.get(PARTITION), summary.get(RUN_TOKEN) or "", int(summary.get(ROWS) or 0), summary.get(CHECKSUM) or "")
+    ]
+
+
+def range_summary(published: dict[str, tuple[str, int, str]]) -> dict[str, str]:
+    """The summary entry of a commit that publishes several partitions: {key: (token, rows, checksum)}."""
+    return {PARTITIONS: json.dumps({key: list(entry) for key, entry in sorted(published.items())})}
+
+
 def find_publish(table: Table, token: str) -> int | None:
-    """The snapshot id with which the run attempt `token` was published, if it was."""
+    """The snapshot id with which the run attempt `token` was published, if it was (a
+    partition of a range run has a token of its own)."""
     for snapshot in history(table):
-        if snapshot.summary is not None and snapshot.summary.get(RUN_TOKEN) == token:
+        summary = snapshot.summary
+        if summary is None or summary.operation.value == "delete":
+            continue
+        if summary.get(RUN_TOKEN) == token or any(t == token for _, t, _, _ in _published(summary)):
             return snapshot.snapshot_id
     return None
 
@@ -313,23 +339,21 @@ def versions(table: Table, partition: Partition | None, as_of: int | None = None
         summary = snapshot.summary
         # A swap commits two snapshots with the same summary: the delete, then the add.
         # Only the add holds the version (the delete's partition is empty).
-        if (
-            summary is not None
-            and summary.get(PARTITION) is not None
-            and (key is None or summary.get(PARTITION) == key)
-            and summary.operation.value != "delete"
-        ):
-            yield (
-                PublishedVersion(
-                    snapshot_id=snapshot.snapshot_id,
-                    run_id=summary.get(RUN_ID) or "",
-                    run_token=summary.get(RUN_TOKEN) or "",
-                    rows=int(summary.get(ROWS) or 0),  # Summary.get ignores a default
-                    checksum=summary.get(CHECKSUM) or "",
-                    code_version=summary.get(CODE_VERSION) or "",
-                    committed_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC),
-                )
+        if summary is None or summary.operation.value == "delete":
+            continue
+        for published, token, rows, checksum in _published(summary):
+            if key is not None and published != key:
+                continue
+            yield PublishedVersion(
+                snapshot_id=snapshot.snapshot_id,
+                run_id=summary.get(RUN_ID) or "",
+                run_token=token,
+                rows=rows,
+                checksum=checksum,
+                code_version=summary.get(CODE_VERSION) or "",
+                committed_at=dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC),
             )
+            break  # one version per publish (a merged table's range commit names each of its hours)
 
 
 def live_version(table: Table, partition: Partition | None, as_of: int | None = None) -> PublishedVersion | None:
@@ -360,29 +384,49 @@ def swap_partition(
     `partition_column=None` (a merged table): `files` are the whole new table, and the
     version replaced is the table's latest publish, whichever partition it was for.
     """
+    return swap_partitions(identifier, partition_column, {partition: (files, replaces)}, properties, catalog=catalog)
+
+
+def swap_partitions(
+    identifier: str,
+    partition_column: str | None,
+    changes: dict[Partition, tuple[list[str], int | object | None]],
+    properties: dict[str, str],
+    *,
+    catalog: Catalog | None = None,
+) -> int:
+    """`swap_partition` for several partitions in one commit: `changes` maps each partition to
+    (its files, the snapshot id it replaces). Readers see every partition's new files or none.
+    The first partition found changed is `PartitionChangedError.partition`; nothing is committed."""
     from pyiceberg.exceptions import CommitFailedException, ValidationException
 
     table = load_table(identifier, catalog)
-    scope = partition if partition_column else None
-    if replaces is ANY_VERSION:
-        base = live_version(table, scope)
-        replaces = base.snapshot_id if base else None
+    scope = {p: (p if partition_column else None) for p in changes}
+    expected = {}
+    for partition, (_, replaces) in changes.items():
+        if replaces is ANY_VERSION:
+            base = live_version(table, scope[partition])
+            replaces = base.snapshot_id if base else None
+        expected[partition] = replaces
     for attempt in range(COMMIT_RETRIES):
-        live = live_version(table, scope)
-        # A base whose snapshot has expired (table upkeep) while nothing newer was published
-        # for the partition (none in the history) is still what is live.
-        expired = isinstance(replaces, int) and live is None and table.snapshot_by_id(replaces) is None
-        if (live and live.snapshot_id) != replaces and not expired:
-            raise PartitionChangedError(
-                f"{identifier} partition {partition} was published by run {live.run_id if live else '?'} "
-                f"(snapshot {live.snapshot_id if live else '-'}) after this run read it; this run did not publish.",
-                live,
-            )
+        for partition, replaces in expected.items():
+            live = live_version(table, scope[partition])
+            # A base whose snapshot has expired (table upkeep) while nothing newer was published
+            # for the partition (none in the history) is still what is live.
+            expired = isinstance(replaces, int) and live is None and table.snapshot_by_id(replaces) is None
+            if (live and live.snapshot_id) != replaces and not expired:
+                raise PartitionChangedError(
+                    f"{identifier} partition {partition} was published by run {live.run_id if live else '?'} "
+                    f"(snapshot {live.snapshot_id if live else '-'}) after this run read it; this run did not publish.",
+                    live,
+                    partition,
+                )
         try:
             with table.transaction() as tx, warnings.catch_warnings():
                 # A first publish of a partition has nothing to delete; pyiceberg warns.
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
-                tx.delete(_selecting(partition_column, partition), snapshot_properties=properties)
+                tx.delete(_selecting(partition_column, *changes), snapshot_properties=properties)
+                files = [f for names, _ in changes.values() for f in names]
                 tx.add_files(files, snapshot_properties=properties, check_duplicate_files=False)
             break
         # Another commit landed first. pyiceberg re-applies ours on top when it can, and says
@@ -397,13 +441,15 @@ def swap_partition(
     return snapshot.snapshot_id
 
 
-def _selecting(partition_column: str | None, partition: Partition | None) -> Any:
-    """The row filter of one partition (every row of an unpartitioned table)."""
-    from pyiceberg.expressions import AlwaysTrue, EqualTo
+def _selecting(partition_column: str | None, partition: Partition | None, *more: Partition) -> Any:
+    """The row filter of one partition, or of several (every row of an unpartitioned table)."""
+    from pyiceberg.expressions import AlwaysTrue, EqualTo, In
 
     # A date or a UTC datetime: pyiceberg reads its ISO text as the column's literal.
     if partition_column is None or partition is None:
         return AlwaysTrue()
+    if more:
+        return In(partition_column, [p.isoformat() for p in (partition, *more)])  # type: ignore[call-arg,arg-type]
     return EqualTo(partition_column, partition.isoformat())  # type: ignore[call-arg,arg-type]  # pyiceberg binds a name
 
 
@@ -413,6 +459,26 @@ def partition_files(
     """The live data files of one partition (or its files at snapshot `as_of`); every file when unpartitioned."""
     scan = table.scan(row_filter=_selecting(partition_column, partition), snapshot_id=as_of)
     return sorted(task.file.file_path for task in scan.plan_files())
+
+
+def files_by_partition(table: Table, partition_column: str, first: Partition, last: Partition) -> dict[str, list[str]]:
+    """The live data files of each partition from `first` to `last`, by partition key (a
+    partition without files is not a key)."""
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
+
+    if first == last:
+        files = partition_files(table, partition_column, first)
+        return {key_of(first): files} if files else {}
+    bounds = And(
+        GreaterThanOrEqual(partition_column, first.isoformat()),  # type: ignore[call-arg,arg-type]
+        LessThanOrEqual(partition_column, last.isoformat()),  # type: ignore[call-arg,arg-type]
+    )
+    found: dict[str, list[str]] = {}
+    for task in table.scan(row_filter=bounds).plan_files():
+        value = _partition_value(task.file.partition[0])
+        if value is not None:
+            found.setdefault(key_of(value), []).append(task.file.file_path)
+    return {key: sorted(names) for key, names in sorted(found.items())}
 
 
 def partitions_overview(table: Table) -> list[dict[str, Any]]:
@@ -438,14 +504,20 @@ def partitions_overview(table: Table) -> list[dict[str, Any]]:
 
 def recent_row_counts(table: Table, partition_column: str, before: Partition, limit: int = 7) -> list[int]:
     """Row counts of the live partitions just before `before`, newest first (for the volume check)."""
+    counts = live_row_counts(table, partition_column)
+    return [rows for _, rows in sorted(((k, n) for k, n in counts.items() if k < key_of(before)), reverse=True)[:limit]]
+
+
+def live_row_counts(table: Table, partition_column: str) -> dict[str, int]:
+    """The row count of every live partition, by key."""
     if table.current_snapshot() is None:
-        return []
-    counts = []
+        return {}
+    counts = {}
     for record in table.inspect.partitions().to_pylist():
         day = _partition_value(record["partition"].get(partition_column))
-        if day is not None and day < before:
-            counts.append((day, record["record_count"]))
-    return [rows for _, rows in sorted(counts, reverse=True)[:limit]]
+        if day is not None:
+            counts[key_of(day)] = record["record_count"]
+    return counts
 
 
 def _partition_value(value: Any) -> Partition | None:

@@ -40,14 +40,16 @@ from wap.pipeline import Pipeline
 PARTITION_PARAM = Param(
     None,
     type=["null", "string"],
-    title="Partition (YYYY-MM-DD, UTC)",
-    description="Process this day instead of the run's own (logical date or partition key).",
+    title="Partition (YYYY-MM-DD, UTC) or range (YYYY-MM-DD/YYYY-MM-DD)",
+    description="Process this day instead of the run's own (logical date or partition key); or every day of a "
+    "range, both ends included, in one run with an outcome per day.",
 )
 HOURLY_PARTITION_PARAM = Param(
     None,
     type=["null", "string"],
-    title="Partition (YYYY-MM-DDTHH, UTC)",
-    description="Process this hour instead of the run's own (logical date or partition key).",
+    title="Partition (YYYY-MM-DDTHH, UTC) or range (YYYY-MM-DDTHH/YYYY-MM-DDTHH)",
+    description="Process this hour instead of the run's own (logical date or partition key); or every hour of a "
+    "range, both ends included, in one run with an outcome per hour.",
 )
 
 # Retries are for transient failures (a lost Spark session, an I/O error, a commit
@@ -103,7 +105,7 @@ class ArrivalTrigger(FileTrigger):
 
 
 class LandedDataSensor(BaseSensorOperator):
-    """Waits until a landed source's folder for the run's day holds a data file.
+    """Waits until a landed source's folder for the run's day (each day of a range run) holds a data file.
 
     It looks once; if nothing is there it defers to the triggerer (`ArrivalTrigger`), so
     the waiting holds no worker slot. After `ARRIVAL_TIMEOUT` it fails without retry
@@ -120,29 +122,34 @@ class LandedDataSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.source, self.partition = source, partition
 
-    def _pattern(self) -> str:
-        return self.source.arrival_pattern(partitions.from_key(self.partition))
+    def _missing(self) -> list[str]:
+        """The patterns of the run's folders (one per partition of a range) that match no file yet."""
+        span = partitions.span_from_key(self.partition)
+        values = span.partitions() if isinstance(span, partitions.PartitionRange) else [span]
+        return [pattern for pattern in map(self.source.arrival_pattern, values) if not glob.glob(pattern)]
 
     def poke(self, context: Any) -> bool:
-        return bool(glob.glob(self._pattern()))
+        return not self._missing()
 
-    def execute(self, context: Any) -> None:
-        if self.poke(context):
+    def execute(self, context: Any, deadline: float | None = None) -> None:
+        if not (missing := self._missing()):
             return
-        self.log.info("waiting for %s (deferred, up to %s s)", self._pattern(), self.timeout)
+        self.log.info("waiting for %s (and %s more; deferred, up to %s s)", missing[0], len(missing) - 1, self.timeout)
+        deadline = deadline or time.time() + self.timeout
         self.defer(
-            trigger=ArrivalTrigger(self._pattern(), self.poke_interval, deadline=time.time() + self.timeout),
+            trigger=ArrivalTrigger(missing[0], self.poke_interval, deadline=deadline),
             method_name="arrived",
+            kwargs={"deadline": deadline},
             timeout=dt.timedelta(seconds=self.timeout + 60),  # the trigger's own deadline comes first
         )
 
-    def arrived(self, context: Any, event: Any = None) -> None:
+    def arrived(self, context: Any, event: Any = None, deadline: float | None = None) -> None:
         if not (event or {}).get("arrived"):
             raise AirflowSensorTimeout(
-                f"no landed files matching {self._pattern()} after {self.timeout:.0f} s: the day's data is late "
+                f"no landed files matching {self._missing()[0]} after {self.timeout:.0f} s: the day's data is late "
                 "or lost; nothing was staged or published. Re-run the day once its files have landed."
             )
-        self.log.info("landed: %s", self._pattern())
+        self.execute(context, deadline)  # a range waits for each of its folders in turn
 
 
 def wait_for_data(pipeline: Pipeline, partition: Any) -> list[Any]:
@@ -199,37 +206,67 @@ def wap_task(python_callable: Any = None, **kwargs: Any) -> Any:
 
 @wap_task(task_id="resolve_partition")
 def _resolve_partition(grain: str = "daily", **context: Any) -> str:
-    return partitions.key_of(partitions.resolve_partition(context, partitions.grain_named(grain)))
+    return partitions.span_key(partitions.resolve_partition(context, partitions.grain_named(grain)))
 
 
 def resolve_partition(pipeline: Pipeline | None = None) -> Any:
-    """The run's partition key (YYYY-MM-DD, or YYYY-MM-DDTHH for an hourly pipeline); fails
-    at once if there is none or it is invalid."""
+    """The run's partition key (YYYY-MM-DD, or YYYY-MM-DDTHH for an hourly pipeline), or its
+    range (FIRST/LAST); fails at once if there is none or it is invalid."""
     return _resolve_partition(pipeline.grain.name if pipeline else "daily")
 
 
 @wap_task(task_id="stage", pool=SPARK_POOL)
 def _stage(pipeline: Pipeline, partition: str, **context: Any) -> dict[str, Any]:
-    from wap import steps
+    from wap import ranges, steps
     from wap.runtime import Runtime
 
-    day = pipeline.grain.parse(partition)
+    span = pipeline.grain.parse_span(partition)
     run_id, try_number = context["run_id"], context["ti"].try_number
-    lineage.staging(pipeline, day, run_id, try_number, "running")
+    lineage.staging(pipeline, span, run_id, try_number, "running")
     try:
-        staged = steps.stage(Runtime.from_env(), pipeline, day, run_id, try_number)
+        if isinstance(span, partitions.PartitionRange):
+            staged: Any = ranges.stage(Runtime.from_env(), pipeline, span, run_id, try_number)
+        else:
+            staged = steps.stage(Runtime.from_env(), pipeline, span, run_id, try_number)
     except GateFailedError:
-        lineage.staging(pipeline, day, run_id, try_number, "quarantined")
+        lineage.staging(pipeline, span, run_id, try_number, "quarantined")
         raise
-    lineage.staging(pipeline, day, run_id, try_number, "staged")
+    lineage.staging(pipeline, span, run_id, try_number, "staged")
     return staged.to_dict()
+
+
+def _as_range(staged: dict[str, Any]) -> Any:
+    """A range run's XCom as a `StagedRange` (None: a single partition's run)."""
+    from wap.staging import StagedRange
+
+    return StagedRange.from_dict(staged) if "runs" in staged else None
+
+
+def _lineage_view(span: Any) -> Any:
+    """One `StagedRun` standing for a range run in its lineage events: the range's key, every
+    partition's files and rows, every check of every partition."""
+    import dataclasses
+
+    first = span.runs[0]
+    return dataclasses.replace(
+        first,
+        partition=span.partition,
+        files=[f for run in span.runs for f in run.files],
+        rows_out=sum(run.rows_out or 0 for run in span.runs),
+        assertions=[a for run in span.runs for a in run.assertions],
+    )
 
 
 @wap_task(task_id="audit", pool=SPARK_POOL)
 def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
-    from wap import steps
+    from wap import ranges, steps
     from wap.runtime import Runtime
 
+    if (span := _as_range(staged)) is not None:
+        audited_range = ranges.audit(Runtime.from_env(), pipeline, span)
+        if audited_range.runs:
+            lineage.audited(pipeline, _lineage_view(audited_range), _lineage_view(audited_range).assertions, "audited")
+        return audited_range.to_dict()
     run = steps.staging.StagedRun.from_dict(staged)
     try:
         audited = steps.audit(Runtime.from_env(), pipeline, run)
@@ -242,16 +279,36 @@ def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
 
 @wap_task(task_id="publish", pool=PUBLISH_POOL)
 def _publish(pipeline: Pipeline, staged: dict[str, Any], **context: Any) -> dict[str, Any]:
-    from wap import steps
+    from wap import ranges, steps
     from wap.runtime import Runtime
 
-    run = steps.staging.StagedRun.from_dict(staged)
-    result = steps.publish(Runtime.from_env(), pipeline, run)  # SupersededError: another run published first
-    lineage.published(pipeline, run, result["snapshot_id"], result["status"])
-    # The asset event carries the partition, so partition-aware consumers run for that day.
-    context["outlet_events"][pipeline.asset].add_partitions(run.partition)
-    context["outlet_events"][pipeline.asset].extra = {k: str(v) for k, v in result.items()}
+    if (span := _as_range(staged)) is not None:
+        result = ranges.publish(Runtime.from_env(), pipeline, span)
+        if span.runs:
+            outcomes = {key: {"status": status} for key, status in result["partitions"].items()}
+            lineage.published(pipeline, _lineage_view(span), result["snapshot_id"], result["status"], outcomes)
+        keys = result["published"]
+    else:
+        run = steps.staging.StagedRun.from_dict(staged)
+        result = steps.publish(Runtime.from_env(), pipeline, run)  # SupersededError: another run published first
+        lineage.published(pipeline, run, result["snapshot_id"], result["status"])
+        keys = [run.partition]
+    if keys:
+        # The asset event carries the partitions, so partition-aware consumers run for each.
+        context["outlet_events"][pipeline.asset].add_partitions(keys)
+        context["outlet_events"][pipeline.asset].extra = {
+            k: str(v) for k, v in result.items() if k in ("status", "snapshot_id", "partition", "rows")
+        }
     return result
+
+
+@task(task_id="verdict")
+def _verdict(published: dict[str, Any]) -> dict[str, Any]:
+    """Fail the run if partitions of its range did not publish (quarantined, superseded); the
+    others are published, and their asset events sent, by then."""
+    if published.get("stopped"):
+        raise AirflowFailException(published["message"])
+    return published
 
 
 def stage(pipeline: Pipeline, partition: Any) -> Any:
@@ -265,8 +322,9 @@ def audit(pipeline: Pipeline, staged: Any) -> Any:
 
 
 def publish(pipeline: Pipeline, audited: Any) -> Any:
-    """Atomically swap the audited partition in; emits the table's asset event."""
-    return _publish.override(outlets=[pipeline.asset])(pipeline, audited)
+    """Atomically swap the audited partition (a range's passing partitions) in; emits the table's
+    asset event; then the verdict, which fails the run if partitions of a range did not publish."""
+    return _verdict(_publish.override(outlets=[pipeline.asset])(pipeline, audited))
 
 
 @wap_task
@@ -300,7 +358,7 @@ def _late_partitions(audited: dict[str, Any], **context: Any) -> list[dict[str, 
         return []
     return [
         {"trigger_run_id": f"late__{day}__{context['run_id']}"[:250], "conf": {"partition": day, "lookback": False}}
-        for day in audited.get("late_for", [])
+        for day in sorted({d for run in audited.get("runs", [audited]) for d in run.get("late_for", [])})
     ]
 
 
