@@ -57,6 +57,9 @@ FULL = {
     "wap": [1_000_000, 5_000_000],
     "backfill_days": 30,
     "backfill_orders": 1_000_000,
+    # Range runs: days per range, orders per day (each size a range of its own days).
+    "range_days": 30,
+    "range_orders": [500, 2_500, 50_000],
     "memory": [1_000_000, 10_000_000],
     "repeats": 3,
     "swap_repeats": 9,  # cheap, and short enough to be noisy
@@ -68,6 +71,8 @@ QUICK = {
     "wap": [5_000],
     "backfill_days": 2,
     "backfill_orders": 300,
+    "range_days": 3,
+    "range_orders": [200],
     "memory": [1_000, 5_000],
     "repeats": 1,
     "swap_repeats": 2,
@@ -78,6 +83,7 @@ TARGETS = {
     "wap_vs_bare_write": 1.5,
     "gate_rows_per_s": 1_000_000,
     "backfill_vs_single_pass": 3.0,
+    "range_vs_single_pass": 1.5,
     "driver_rss_10M_vs_1M": 1.3,
     "dag_parse_vs_minimal": 1.5,
 }
@@ -393,14 +399,9 @@ def bench_backfill(cfg: dict, spark, data_dir: Path) -> dict:
 
     # The floor: one Spark job over all days at once, same logic, no gate, no ledger.
     floor_dir = f"{tempfile.gettempdir()}/wap-bench-floor"
-    sql = (HERE / "single_pass_orders.sql").read_text()
-    from silver_orders import ORDERS
 
     def single_pass(_: int) -> None:
-        folders = [str(landing / "orders" / f"dt={DAY + dt.timedelta(days=i)}") for i in range(days + 1)]
-        present = [f for f in folders if Path(f).is_dir()]
-        spark.read.schema(ORDERS.sources[0].schema).json(present).createOrReplaceTempView("landed_orders")
-        spark.sql(sql).write.mode("overwrite").partitionBy("order_date").parquet(floor_dir)
+        single_pass_write(spark, landing, DAY, days, floor_dir)
 
     floor_s = median_seconds(single_pass, 1 if days > 5 else cfg["repeats"])
     cold_start_s = cold_spark_start(cfg)
@@ -482,6 +483,157 @@ def run_backfill(days: int, spent: dict[str, float]) -> list[dict]:
         )
         say(f"  backfill {day}: {wall:.1f}s ({row['rows_out']:,} rows)")
     return per_day
+
+
+# ---------------------------------------------------------------- 4b: range runs
+def single_pass_write(spark, landing: Path, first: dt.date, days: int, out: str) -> None:
+    """The floor: silver's logic over every day at once, in one Spark job (no gate, no ledger)."""
+    from silver_orders import ORDERS
+
+    sql = (HERE / "single_pass_orders.sql").read_text()
+    folders = [str(landing / "orders" / f"dt={first + dt.timedelta(days=i)}") for i in range(days + 1)]
+    present = [f for f in folders if Path(f).is_dir()]
+    spark.read.schema(ORDERS.sources[0].schema).json(present).createOrReplaceTempView("landed_orders")
+    spark.sql(sql).write.mode("overwrite").partitionBy("order_date").parquet(out)
+
+
+def _catalog_of(folder: Path) -> dict[str, str]:
+    """Settings (as environment variables) of a catalog and ledger of their own in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "WAP_CATALOG_URI": f"sqlite:///{folder / 'catalog.db'}",
+        "WAP_WAREHOUSE": (folder / "warehouse").as_uri(),
+        "WAP_LEDGER_URL": f"sqlite:///{folder / 'ledger.db'}",
+    }
+
+
+class _Environment:
+    """Set environment variables for a block (the DAG's tasks build their runtime from them)."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values, self.saved = values, {}
+
+    def __enter__(self) -> None:
+        self.saved = {k: os.environ.get(k) for k in self.values}
+        os.environ.update(self.values)
+
+    def __exit__(self, *exc: Any) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _live_checksums(first: dt.date, days: int) -> dict[str, tuple[int, str]]:
+    """Each day's live (rows, checksum) in the environment's catalog; every day must be live."""
+    from silver_orders import ORDERS
+
+    from wap import tables
+
+    table = tables.load_table(ORDERS.table, Runtime.from_env().catalog)
+    found = {}
+    for n in range(days):
+        day = first + dt.timedelta(days=n)
+        version = tables.live_version(table, day)
+        if version is None:
+            raise NoCommitError(f"range benchmark: {day} is not published")
+        found[day.isoformat()] = (version.rows, version.checksum)
+    return found
+
+
+def bench_ranges(cfg: dict, spark, data_dir: Path) -> dict:
+    """30 days through four paths, each into a catalog of its own (each publishes every day):
+    one Spark job (the floor), `dag.test` per day, one range run through `dag.test`, and the
+    range's steps alone (no Airflow); then the per-day and range results, day by day."""
+    from airflow.dag_processing.dagbag import DagBag
+    from synth import landed_events
+
+    from wap.embedded import run_dag
+    from wap.settings import load_settings
+
+    days = cfg["range_days"]
+    landing = load_settings().landing_dir
+    sizes = []
+    for n, orders in enumerate(cfg["range_orders"]):
+        first = dt.date(2025 + n, 1, 1)  # each size on days of its own
+        last = first + dt.timedelta(days=days - 1)
+        events = landed_events(spark, first, days, orders, str(landing))
+        say(f"  landed {events:,} events for {days} days x {orders:,} orders from {first}")
+        root = data_dir / "ranges" / str(orders)
+        floor_s = median_seconds(
+            lambda _: single_pass_write(spark, landing, first, days, str(root / "floor")), cfg["repeats"]
+        )
+
+        with _Environment(_catalog_of(root / "per_day")):
+            start = time.perf_counter()
+            for i in range(days):
+                day = first + dt.timedelta(days=i)
+                dag = DagBag(str(REPO / "dags" / "silver_orders.py")).dags["silver_orders"]
+                run = dag.test(
+                    logical_date=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC), run_conf={"partition": str(day)}
+                )
+                if "success" not in str(run.state):
+                    raise RuntimeError(f"per-day run of {day} failed: {run.state}")
+            per_day_s = time.perf_counter() - start
+            per_day = _live_checksums(first, days)
+
+        with _Environment(_catalog_of(root / "range_dag")):
+            start = time.perf_counter()
+            state = run_dag("silver_orders", f"{first}/{last}")
+            range_dag_s = time.perf_counter() - start
+            if "success" not in state:
+                raise RuntimeError(f"range run {first}/{last} failed: {state}")
+            range_dag = _live_checksums(first, days)
+
+        with _Environment(_catalog_of(root / "range_steps")):
+            from silver_orders import ORDERS
+
+            from wap import ranges
+            from wap.partition import PartitionRange
+
+            runtime = Runtime.from_settings(load_settings(), spark=lambda: spark)
+            start = time.perf_counter()
+            span = PartitionRange(first, last)
+            staged = ranges.stage(runtime, ORDERS, span, f"bench__{INVOCATION}", 1)
+            result = ranges.publish(runtime, ORDERS, ranges.audit(runtime, ORDERS, staged))
+            range_steps_s = time.perf_counter() - start
+            if set(result["partitions"].values()) != {"published"}:
+                raise NoCommitError(f"range steps {span.key}: {result['partitions']}")
+            range_steps = _live_checksums(first, days)
+            # Where the range's time went (every partition's row holds the range's phases).
+            row = runtime.ledger.rows(ORDERS.name, first.isoformat())[-1]
+            details = json.loads(row["details"])
+            split = {
+                **{f"stage_{k}": v for k, v in details["seconds_stage"].items()},
+                **{f"audit_{k}": v for k, v in details["seconds_audit"].items()},
+                **{f"publish_{k}": v for k, v in details["seconds_publish"].items()},
+            }
+
+        if not per_day == range_dag == range_steps:
+            differ = [d for d in per_day if not per_day[d] == range_dag[d] == range_steps[d]]
+            raise AssertionError(f"range runs differ from per-day runs on {differ}")
+        entry = {
+            "orders_per_day": orders,
+            "events": events,
+            "rows": sum(rows for rows, _ in per_day.values()),
+            "single_pass_s": floor_s,
+            "per_day_dag_s": per_day_s,
+            "range_dag_s": range_dag_s,
+            "range_steps_s": range_steps_s,
+            "ratio_per_day": per_day_s / floor_s,
+            "ratio_range_dag": range_dag_s / floor_s,
+            "ratio_range_steps": range_steps_s / floor_s,
+            "checksums_equal": True,
+            "range_steps_split_s": split,
+        }
+        say(
+            f"  {orders:,} orders/day: floor {floor_s:.1f}s; per day {per_day_s:.1f}s ({entry['ratio_per_day']:.1f}x); "
+            f"range run {range_dag_s:.1f}s ({entry['ratio_range_dag']:.2f}x); range steps {range_steps_s:.1f}s "
+            f"({entry['ratio_range_steps']:.2f}x); every day's checksum equal"
+        )
+        sizes.append(entry)
+    return {"days": days, "sizes": sizes}
 
 
 def connect_session_start(cfg: dict) -> float:
@@ -673,6 +825,12 @@ def write_report(results: dict, out: Path) -> None:
             rows.append(
                 ("4", "same + a Spark Connect session per Spark task", b["ratio_shared_spark_connect"], target, False)
             )
+    if "ranges" in s:
+        target = TARGETS["range_vs_single_pass"]
+        for r in s["ranges"]["sizes"]:
+            what = f"{s['ranges']['days']} days x {r['orders_per_day']:,} orders"
+            rows.append(("4b", f"range run (dag.test) / single pass, {what}", r["ratio_range_dag"], target, False))
+            rows.append(("4b", f"per-day runs (dag.test) / single pass, {what}", r["ratio_per_day"], target, False))
     if "memory" in s:
         m, target = s["memory"], TARGETS["driver_rss_10M_vs_1M"]
         if "python_ratio" in m:
@@ -712,6 +870,24 @@ def write_report(results: dict, out: Path) -> None:
         ]
         if "connect_session_start_s" in s["backfill"]:
             lines.append(f"| Spark Connect session start | {s['backfill']['connect_session_start_s']:.3f} |")
+    if "ranges" in s:
+        lines += [
+            "",
+            f"## Range runs: {s['ranges']['days']} days, seconds (every day's rows and checksum equal on every path)",
+            "",
+            "| orders/day | rows | single pass | range run (dag.test) | range steps | per-day runs (dag.test) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in s["ranges"]["sizes"]:
+            lines.append(
+                f"| {r['orders_per_day']:,} | {r['rows']:,} | {r['single_pass_s']:.1f} | {r['range_dag_s']:.1f} "
+                f"({r['ratio_range_dag']:.2f}x) | {r['range_steps_s']:.1f} ({r['ratio_range_steps']:.2f}x) "
+                f"| {r['per_day_dag_s']:.1f} ({r['ratio_per_day']:.1f}x) |"
+            )
+        lines += ["", "Range steps, seconds per phase:", ""]
+        for r in s["ranges"]["sizes"]:
+            phases = ", ".join(f"{k} {v:.2f}" for k, v in r.get("range_steps_split_s", {}).items())
+            lines.append(f"- {r['orders_per_day']:,} orders/day: {phases}")
     if "wap" in s:
         lines += ["", "## Write-audit-publish split (median seconds)", ""]
         for r in s["wap"]["sizes"]:
@@ -750,7 +926,7 @@ def chart(sweep: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-SECTIONS = ("publish", "wap", "backfill", "memory", "parse")
+SECTIONS = ("publish", "wap", "backfill", "ranges", "memory", "parse")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -799,6 +975,7 @@ def main(argv: list[str] | None = None) -> dict:
             "publish": lambda: bench_publish_sweep(cfg, spark, pipeline),
             "wap": lambda: bench_wap_vs_bare(cfg, spark, pipeline),
             "backfill": lambda: bench_backfill(cfg, spark, bench_dir),
+            "ranges": lambda: bench_ranges(cfg, spark, bench_dir),
             "memory": lambda: bench_memory(cfg),
             "parse": lambda: bench_parse(cfg),
         }

@@ -14,6 +14,10 @@ write. Then:
   one the table's live version names.
 
     python tests/crash_harness.py --trials 300        # a soak; figures in data/crash_soak.json
+    python tests/crash_harness.py --trials 300 --range-days 2   # the same for range runs
+
+With `range_days` > 1 the run is a range run of that many days (`wap.ranges`) and each
+check holds for every day of it; I1 also asks that the days switch together (one commit).
 """
 
 from __future__ import annotations
@@ -107,23 +111,23 @@ class TaskProcess:
                     pipe.close()
 
 
-def _rows(identifier: str) -> list[tuple]:
+def _rows(identifier: str, day: dt.date = DAY) -> list[tuple]:
     """The live partition's rows, sorted: compared whole, so a mix or a gap cannot pass."""
     from pyiceberg.expressions import EqualTo
 
     from wap import tables
 
-    rows = tables.load_table(identifier).scan(row_filter=EqualTo("order_date", DAY.isoformat())).to_arrow()
+    rows = tables.load_table(identifier).scan(row_filter=EqualTo("order_date", day.isoformat())).to_arrow()
     return sorted(tuple(str(v) for v in row.values()) for row in rows.to_pylist())
 
 
-def _late_orders(folder: Path) -> None:
+def _late_orders(folder: Path, day: dt.date = DAY, tag: str = "") -> None:
     events = [
         {
-            "event_id": f"E-CRASH-{n}",
-            "order_id": f"O-CRASH-{n}",
+            "event_id": f"E-CRASH{tag}-{day}-{n}",
+            "order_id": f"O-CRASH{tag}-{day}-{n}",
             "customer_id": "C-9",
-            "event_ts": f"{DAY.isoformat()}T20:00:0{n}Z",
+            "event_ts": f"{day.isoformat()}T20:00:0{n}Z",
             "status": "placed",
             "amount": 7 + n,
             "currency": "EUR",
@@ -131,17 +135,23 @@ def _late_orders(folder: Path) -> None:
         }
         for n in range(EXTRA_ORDERS)
     ]
-    (folder / "more.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (folder / f"more{tag}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
 
 
 class Harness:
     """Needs, in this process: WAP_DATA_DIR with landed orders, a Spark session (for the
     retries), and `remote`, a Spark Connect server for the task processes."""
 
-    def __init__(self, remote: str, landing: Path, seed: int = 0) -> None:
+    def __init__(self, remote: str, landing: Path, seed: int = 0, range_days: int = 1) -> None:
         from silver_orders import ORDERS
 
+        from wap.partition import PartitionRange
+
         self.pipeline = ORDERS
+        self.days = [DAY + dt.timedelta(days=n) for n in range(range_days)]
+        # What the tasks are given: a day, or a range of days (a range run).
+        self.key = str(DAY) if range_days == 1 else PartitionRange(self.days[0], self.days[-1]).key
+        self.prefix = "crash" if range_days == 1 else "crash-range"  # run ids of this harness's runs
         self.random = random.Random(seed)
         self.folder = Path(tempfile.mkdtemp(prefix="wap-crash-"))
         self.env = task_env(remote)
@@ -168,23 +178,33 @@ class Harness:
 
     # ------------------------------------------------------------------ setup
     def prepare(self) -> dict[str, Any]:
-        """Publish the old version of the day, then measure a clean run of the new one."""
+        """Publish the old version of the days, then measure a clean run of the new one."""
         from wap import tables
 
-        self._run_all("crash-old", 1)
-        old_version = tables.live_version(tables.load_table(self.pipeline.table), DAY)
-        self.old = {"snapshot": old_version.snapshot_id, "rows": _rows(self.pipeline.table)}
-        _late_orders(self.landing / "orders" / f"dt={DAY.isoformat()}")
-        clean = self._run_all("crash-clean", 1)
-        self.new = {"checksum": clean.checksum, "rows": _rows(self.pipeline.table)}
-        assert len(self.new["rows"]) == len(self.old["rows"]) + EXTRA_ORDERS
+        self._run_all(f"{self.prefix}-old", 1)
+        table = tables.load_table(self.pipeline.table)
+        self.old = {
+            day: {"snapshot": tables.live_version(table, day).snapshot_id, "rows": _rows(self.pipeline.table, day)}
+            for day in self.days
+        }
+        for day in self.days:
+            _late_orders(
+                self.landing / "orders" / f"dt={day.isoformat()}", day, "" if len(self.days) == 1 else "-range"
+            )
+        self._run_all(f"{self.prefix}-clean", 1)
+        table = tables.load_table(self.pipeline.table)
+        self.new = {
+            day: {"checksum": tables.live_version(table, day).checksum, "rows": _rows(self.pipeline.table, day)}
+            for day in self.days
+        }
+        assert all(len(self.new[d]["rows"]) == len(self.old[d]["rows"]) + EXTRA_ORDERS for d in self.days)
         # Calibrate: each task in a task process, to draw kill moments within each phase. The
         # stage runs twice: the first warms the Spark Connect server up.
         self._reset()
         durations: dict[str, float] = {}
         staged = None
         for task, try_number in (("stage", 1), ("stage", 2), ("audit", 1), ("publish", 1)):
-            args = {"partition": DAY.isoformat(), "run_id": "crash-calibrate", "try_number": try_number}
+            args = {"partition": self.key, "run_id": f"{self.prefix}-calibrate", "try_number": try_number}
             process = self.task_process()
             code, marks = process.run({"task": task, "args": {**args, "staged": staged}, "calibrate": True})
             assert code == 0, f"calibration {task} failed ({code})"
@@ -195,64 +215,93 @@ class Harness:
 
     # ------------------------------------------------------------------ one trial
     def trial(self, n: int) -> dict[str, Any]:
-        from wap import steps, tables
+        from wap import tables
         from wap.ledger import Ledger
 
         phase = PHASES[n % len(PHASES)]
         task = TASK_OF[phase]
-        run_id = f"crash-{n}"
+        run_id = f"{self.prefix}-{n}"
         self._reset()
         staged = None
         if task in ("audit", "publish"):  # the upstream tasks succeeded in their own processes
-            staged = steps.stage(session_runtime(), self.pipeline, DAY, run_id, 1)
+            staged = self._stage(run_id, 1)
             if task == "publish":
-                staged = steps.audit(session_runtime(), self.pipeline, staged)
+                staged = self._audit(staged)
         delay = self.random.uniform(0, max(self.durations.get(phase, 0.01), 0.001))
-        args = {"partition": DAY.isoformat(), "run_id": run_id, "try_number": 1, "staged": staged and staged.to_dict()}
+        args = {"partition": self.key, "run_id": run_id, "try_number": 1, "staged": staged and staged.to_dict()}
         code, marks = self.task_process().run({"task": task, "args": args, "phase": phase, "delay": delay})
         assert code == -signal.SIGKILL, f"trial {n}: the task process was not killed (exit {code})"
         died_in = _where(marks)
         self.kills[died_in] += 1
 
-        live_rows = _rows(self.pipeline.table)  # I1, before any retry
-        assert live_rows in (self.old["rows"], self.new["rows"]), f"trial {n} ({died_in}): a mixed or empty partition"
+        # I1, before any retry: each day old or new, whole; the days of a range all one or the other.
+        seen = {day: _rows(self.pipeline.table, day) for day in self.days}
+        versions = {
+            "old" if seen[d] == self.old[d]["rows"] else "new" if seen[d] == self.new[d]["rows"] else "mixed"
+            for d in self.days
+        }
+        assert "mixed" not in versions, f"trial {n} ({died_in}): a mixed or empty partition"
+        assert len(versions) == 1, f"trial {n} ({died_in}): the range's days did not switch together"
 
         # Airflow's retry: the killed task again (next try, same upstream result), then the rest.
         if task == "stage":
-            staged = steps.stage(session_runtime(), self.pipeline, DAY, run_id, 2)
+            staged = self._stage(run_id, 2)
         if task in ("stage", "audit"):
-            staged = steps.audit(session_runtime(), self.pipeline, staged)
-        result = steps.publish(session_runtime(), self.pipeline, staged)
+            staged = self._audit(staged)
+        result = self._publish(staged)
 
         table = tables.load_table(self.pipeline.table)
-        live = tables.live_version(table, DAY)
-        assert _rows(self.pipeline.table) == self.new["rows"], f"trial {n} ({died_in}): not the clean run's rows"
-        assert live.checksum == self.new["checksum"] == staged.checksum  # I2
-        rows = [r for r in Ledger().rows(self.pipeline.name, DAY.isoformat()) if r["run_id"] == run_id]
-        assert all(r["status"] != "running" for r in rows), f"trial {n} ({died_in}): {rows}"  # I4
-        (published,) = [r for r in rows if r["status"] == "published"]
-        assert (published["run_token"], published["snapshot_id"]) == (live.run_token, live.snapshot_id)
-        assert result["snapshot_id"] == live.snapshot_id
+        for day in self.days:
+            live = tables.live_version(table, day)
+            assert _rows(self.pipeline.table, day) == self.new[day]["rows"], f"trial {n} ({died_in}): not a clean run"
+            assert live.checksum == self.new[day]["checksum"]  # I2
+            rows = [r for r in Ledger().rows(self.pipeline.name, day.isoformat()) if r["run_id"] == run_id]
+            assert all(r["status"] != "running" for r in rows), f"trial {n} ({died_in}): {rows}"  # I4
+            (published,) = [r for r in rows if r["status"] == "published"]
+            assert (published["run_token"], published["snapshot_id"]) == (live.run_token, live.snapshot_id)
+        assert result["snapshot_id"] == tables.live_version(table, self.days[0]).snapshot_id
         self.trials += 1
         return {"trial": n, "phase": phase, "died_in": died_in, "delay": round(delay, 4)}
 
+    def _ranged(self) -> bool:
+        return len(self.days) > 1
+
+    def _stage(self, run_id: str, try_number: int) -> Any:
+        from wap import ranges, steps
+
+        span = self.pipeline.grain.parse_span(self.key)
+        step = ranges.stage if self._ranged() else steps.stage
+        return step(session_runtime(), self.pipeline, span, run_id, try_number)  # type: ignore[arg-type]
+
+    def _audit(self, staged: Any) -> Any:
+        from wap import ranges, staging, steps
+
+        if isinstance(staged, dict):
+            staged = (staging.StagedRange if self._ranged() else staging.StagedRun).from_dict(staged)
+        return (ranges.audit if self._ranged() else steps.audit)(session_runtime(), self.pipeline, staged)
+
+    def _publish(self, staged: Any) -> dict[str, Any]:
+        from wap import ranges, steps
+
+        return (ranges.publish if self._ranged() else steps.publish)(session_runtime(), self.pipeline, staged)
+
     def _reset(self) -> None:
-        """Make the old version live again (a metadata-only rollback)."""
+        """Make the old version live again (a metadata-only rollback of each day)."""
         from wap import rollback, tables
 
-        live = tables.live_version(tables.load_table(self.pipeline.table), DAY)
-        if live.snapshot_id != self.old["snapshot"] and _rows(self.pipeline.table) != self.old["rows"]:
-            rollback.rollback_partition(
-                session_runtime(), self.pipeline, DAY, self.old["snapshot"], reason="crash harness: next trial"
-            )
+        for day in self.days:
+            live = tables.live_version(tables.load_table(self.pipeline.table), day)
+            if (
+                live.snapshot_id != self.old[day]["snapshot"]
+                and _rows(self.pipeline.table, day) != self.old[day]["rows"]
+            ):
+                rollback.rollback_partition(
+                    session_runtime(), self.pipeline, day, self.old[day]["snapshot"], reason="crash harness: next trial"
+                )
 
-    def _run_all(self, run_id: str, try_number: int):
-        from wap import steps
-
-        staged = steps.audit(
-            session_runtime(), self.pipeline, steps.stage(session_runtime(), self.pipeline, DAY, run_id, try_number)
-        )
-        steps.publish(session_runtime(), self.pipeline, staged)
+    def _run_all(self, run_id: str, try_number: int) -> Any:
+        staged = self._audit(self._stage(run_id, try_number))
+        self._publish(staged)
         return staged
 
 
@@ -297,6 +346,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--range-days", type=int, default=1, help="days per run: 2 or more is a range run")
     parser.add_argument("--out", type=Path, default=HERE.parent / "data" / "crash_soak.json")
     options = parser.parse_args()
 
@@ -307,11 +357,11 @@ def main() -> None:
     from sample_data.orders import write_landing
     from wap.spark import ConnectServer, get_spark
 
-    write_landing(data / "landing", DAY - dt.timedelta(days=1), days=3, orders_per_day=40)
+    write_landing(data / "landing", DAY - dt.timedelta(days=1), days=2 + options.range_days, orders_per_day=40)
     started = time.monotonic()
     with ConnectServer() as server:
         get_spark()
-        harness = Harness(server.remote, data / "landing", seed=options.seed)
+        harness = Harness(server.remote, data / "landing", seed=options.seed, range_days=options.range_days)
         try:
             durations = harness.prepare()
             results = []

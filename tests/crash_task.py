@@ -1,6 +1,7 @@
 """A task process for the crash harness: it runs one task of a silver_orders run, as an
 Airflow worker's task process would (`steps.stage`, `steps.audit` or `steps.publish` with
-the upstream task's XCom), and SIGKILLs itself at a chosen moment of a chosen phase.
+the upstream task's XCom; `wap.ranges`' for a range run, `"partition": "FIRST/LAST"`), and
+SIGKILLs itself at a chosen moment of a chosen phase.
 
 Protocol: it imports what a task imports, prints READY, reads one JSON command from stdin:
     {"task": "stage"|"audit"|"publish", "args": {...}, "phase": "transform"|..., "delay": s}
@@ -13,7 +14,6 @@ slow step: its process holds the attempt meanwhile).
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import os
@@ -24,7 +24,7 @@ import time
 
 from silver_orders import ORDERS
 
-from wap import audit, sources, staging, steps, tables
+from wap import audit, ranges, sources, staging, steps, tables
 from wap.ledger import Ledger
 from wap.runtime import Runtime
 
@@ -60,23 +60,33 @@ def watch(phase: str, module, name: str, when=lambda *a, **k: True) -> None:
     setattr(module, name, wrapper)
 
 
-watch("transform", sources, "take_in")
-watch("staging", staging, "write_staged")
-watch("audit", audit, "audit")
-watch("commit", tables, "swap_partition")
-watch("ledger", Ledger, "update", lambda self, pipeline, token, **fields: fields.get("status") == "published")
-
 print("READY", flush=True)
 command.update(json.loads(sys.stdin.readline()))
 args = command["args"]
-if command["task"] == "stage":
-    result = steps.stage(
-        Runtime.from_env(), ORDERS, dt.date.fromisoformat(args["partition"]), args["run_id"], args["try_number"]
-    )
+span = ORDERS.grain.parse_span(args["partition"])
+ranged = "/" in args["partition"]
+# The functions each phase is in: a single partition's, or a range's (the single ones call the
+# range ones inside, so only one set is watched).
+watch("transform", sources, "take_in_range" if ranged else "take_in")
+watch("staging", staging, "write_staged_by" if ranged else "write_staged")
+watch("audit", audit, "audit_by" if ranged else "audit")
+watch("commit", tables, "swap_partitions" if ranged else "swap_partition")
+watch("ledger", Ledger, "update", lambda self, pipeline, token, **fields: fields.get("status") == "published")
+
+runtime = Runtime.from_env()
+if ranged:
+    if command["task"] == "stage":
+        result = ranges.stage(runtime, ORDERS, span, args["run_id"], args["try_number"])
+    elif command["task"] == "audit":
+        result = ranges.audit(runtime, ORDERS, staging.StagedRange.from_dict(args["staged"]))
+    else:
+        result = ranges.publish(runtime, ORDERS, staging.StagedRange.from_dict(args["staged"]))
+elif command["task"] == "stage":
+    result = steps.stage(runtime, ORDERS, span, args["run_id"], args["try_number"])
 elif command["task"] == "audit":
-    result = steps.audit(Runtime.from_env(), ORDERS, staging.StagedRun.from_dict(args["staged"]))
+    result = steps.audit(runtime, ORDERS, staging.StagedRun.from_dict(args["staged"]))
 else:
-    result = steps.publish(Runtime.from_env(), ORDERS, staging.StagedRun.from_dict(args["staged"]))
+    result = steps.publish(runtime, ORDERS, staging.StagedRun.from_dict(args["staged"]))
 mark("done", command["task"])
 if not command.get("calibrate"):
     die()  # the task's work is over, but the process dies before Airflow hears of it

@@ -27,6 +27,7 @@ def test_quick_benchmarks_produce_every_figure(data_dir, spark, tmp_path):
         sections["backfill"]["ratio_cold_session_per_task"],
         sections["memory"]["ratio"],
         sections["parse"]["ratio"],
+        *(r[k] for r in sections["ranges"]["sizes"] for k in ("ratio_range_dag", "ratio_per_day", "ratio_range_steps")),
     ]
     assert all(isinstance(r, float) and math.isfinite(r) and r > 0 for r in ratios), ratios
     # Every size of the sweep was published by the swap and by the copying alternatives.
@@ -39,6 +40,11 @@ def test_quick_benchmarks_produce_every_figure(data_dir, spark, tmp_path):
         assert day["rows"] > 0
         named = sum(day[k] for k in ("spark_session", "read", "transform", "audit", "publish", "ledger", "lineage"))
         assert named <= day["wall_s"] + 1e-6
+
+    # The range section compared every day's checksum across its paths (it raises otherwise).
+    assert [r["checksums_equal"] for r in sections["ranges"]["sizes"]] == [True] * len(
+        results["config"]["range_orders"]
+    )
 
     # Every timed publish was a commit (a new snapshot each), none `skipped` for repeating
     # what was live: run.py raises NoCommitError otherwise, and records what each committed.

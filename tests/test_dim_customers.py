@@ -165,6 +165,30 @@ def test_hours_merged_in_any_order_give_the_same_dimension(hourly, dags, data_di
         os.environ["WAP_DATA_DIR"] = str(data_dir)
 
 
+def test_a_range_of_hours_merged_in_one_run_gives_the_same_dimension(hourly, dags, data_dir, tmp_path):
+    """A range run of the hours (into a fresh table): one extract of the range, every hour's
+    changes merged in one pass, one version; the same rows as the hourly runs, a ledger row
+    per hour, each naming that version."""
+    from wap import tables
+    from wap.ledger import Ledger
+
+    in_order = dimension()
+    os.environ["WAP_DATA_DIR"] = str(tmp_path / "range")
+    try:
+        span = f"{key(HOURS[0])}/{key(HOURS[-1])}"
+        states = run_dag(dags["dim_customers"], conf={"partition": span})
+        assert states["dag"] == "success", states
+        assert dimension() == in_order
+        rows = {r["partition"]: r for r in Ledger().rows("dim_customers")}
+        assert set(rows) == {key(h) for h in HOURS} and {r["status"] for r in rows.values()} == {"published"}
+        (snapshot,) = {r["snapshot_id"] for r in rows.values()}
+        table = tables.load_table(TABLE)
+        assert table.current_snapshot().snapshot_id == snapshot and live().rows == len(in_order)
+        assert [v.snapshot_id for v in tables.versions(table, None)] == [snapshot], "one version for the range"
+    finally:
+        os.environ["WAP_DATA_DIR"] = str(data_dir)
+
+
 def test_an_hour_with_bad_rows_is_quarantined_and_the_dimension_is_untouched(hourly, dags, shop):
     """I3: a tier outside its set, written in the next hour, blocks the merge of that hour."""
     from wap.ledger import Ledger

@@ -118,18 +118,24 @@ def test_the_whole_table_rolls_back_to_an_earlier_snapshot(history):
         rollback.rollback_table(session_runtime(), find_pipeline("silver_orders"), 12345, "x")
 
 
-def test_run_runs_a_dag_here_for_each_partition_of_a_range(history):
-    """`wap.cli run`: the embedded way to run a pipeline on one's own data (dag.test per partition):
-    one new attempt per day of the range, each ending live (published again after the rollbacks above,
-    or skipped)."""
+def test_run_runs_a_dag_here_for_a_range_in_range_runs_or_one_run_per_partition(history):
+    """`wap.cli run`: the embedded way to run a pipeline on one's own data (dag.test): a new attempt
+    per day of the range, each ending live (published again after the rollbacks above, or skipped)."""
     from wap.ledger import Ledger
 
     before = {day: len(Ledger().rows("silver_orders", day.isoformat())) for day in DAYS[:2]}
+    # By default one range run for the two days (the pipeline's batch_size is larger) ...
     out = cli("run", "silver_orders", "--from", DAYS[0].isoformat(), "--to", DAYS[1].isoformat())
+    assert f"silver_orders {DAYS[0]}/{DAYS[1]}: success" in out, out[-3000:]
+    rows = {day: Ledger().rows("silver_orders", day.isoformat()) for day in DAYS[:2]}
+    assert len({rows[day][-1]["run_id"] for day in DAYS[:2]}) == 1, "one run for both days"
+    # ... or one run per day.
+    out = cli("run", "silver_orders", "--from", DAYS[0].isoformat(), "--to", DAYS[1].isoformat(), "--per-partition")
     for day in DAYS[:2]:
         assert f"silver_orders {day}: success" in out, out[-3000:]
         rows = Ledger().rows("silver_orders", day.isoformat())
-        assert len(rows) == before[day] + 1 and rows[-1]["status"] in ("published", "skipped")
+        assert len(rows) == before[day] + 2 and rows[-1]["status"] in ("published", "skipped")
+        assert rows[-2]["status"] in ("published", "skipped")
     assert "'2024-02-30' is not a real calendar date" in cli("run", "silver_orders", "--from", "2024-02-30", ok=False)
 
 

@@ -17,7 +17,7 @@ from conftest import START, run_dag, session_runtime, utc_midnight
 
 from wap import ranges, steps, tables
 from wap.errors import GateFailedError, PartitionError
-from wap.partition import DAILY, HOURLY, MAX_RANGE, PartitionRange, key_of
+from wap.partition import DAILY, HOURLY, MAX_RANGE, PartitionRange, key_of, span_key
 from wap.pipeline import ALL_OR_NOTHING, find_pipeline
 from wap.runtime import Runtime
 from wap.settings import load_settings
@@ -171,6 +171,13 @@ def test_one_bad_day_is_quarantined_alone_and_the_rest_publish_in_one_commit(cro
     assert [f["column"] for f in findings if f["severity"] == "blocking"] == ["amount"]
     assert Path(row["staged_path"].removeprefix("file://")).is_dir(), "its files are in quarantine"
 
+    # A person releases it (the CLI's `quarantine release`), as any quarantined run.
+    from wap import quarantine
+
+    quarantine.release(runtime, orders.name, key_of(DAYS[2]), reason="the negative amount is a refund")
+    released = tables.live_version(tables.load_table(orders.table, runtime.catalog), DAYS[2])
+    assert released.run_token == row["run_token"] and released.checksum == row["checksum"]
+
     # The quarantined day then runs alone, as any partition does.
     one_by_one(runtime, orders, [DAYS[2]])
     assert tables.live_version(tables.load_table(orders.table, runtime.catalog), DAYS[2]) is not None
@@ -271,3 +278,40 @@ def test_a_range_run_in_airflow_gives_an_outcome_and_an_asset_event_per_day(dags
         again = run_dag(dags["silver_orders"], conf={"partition": key}, logical_date=utc_midnight(stretch.first))
         assert again["dag"] == "success", (key, again)
     assert {s.state for s in planner.plan(runtime, orders, DAYS[0], DAYS[3])} == {"ok"}
+
+
+def test_a_range_run_downstream_reads_a_range_of_published_partitions(dags, crossing, spark):
+    """gold_daily_sales over a range of silver days: the same rows as its runs of each day
+    (the range run finds every day already holding exactly its rows: all `skipped`)."""
+    from wap import ranges as range_steps
+
+    runtime = session_runtime()
+    gold = find_pipeline("gold_daily_sales")
+    days = DAYS[:3]
+    for day in days:  # silver is published for these days by the test above
+        assert (
+            run_dag(dags["gold_daily_sales"], conf={"partition": str(day)}, logical_date=utc_midnight(day))["dag"]
+            == "success"
+        )
+    span = PartitionRange(days[0], days[-1])
+    staged = range_steps.stage(runtime, gold, span, "manual__gold_range", 1)
+    result = range_steps.publish(runtime, gold, range_steps.audit(runtime, gold, staged))
+    assert result["partitions"] == {key_of(d): "skipped" for d in days}, result
+    rows = [r for r in runtime.ledger.rows(gold.name) if r["run_id"] == "manual__gold_range"]
+    assert sorted(r["partition"] for r in rows) == [key_of(d) for d in days]
+    assert all(r["rows_in"] > 0 for r in rows), "each day counted the silver rows it read"
+
+    # A silver day that is not published stops the range before any work, naming it.
+    from wap.errors import SourceMissingError
+
+    later = PartitionRange(DAYS[3], DAYS[3] + dt.timedelta(days=2))
+    with pytest.raises(SourceMissingError, match=str(DAYS[3] + dt.timedelta(days=1))):
+        range_steps.stage(runtime, gold, later, "manual__gold_missing", 1)
+
+
+def test_published_keys_become_one_event_key_per_stretch():
+    from wap.partition import stretches
+
+    keys = ["2024-01-05", "2024-01-01", "2024-01-02", "2024-01-03", "2024-01-07", "2024-01-06"]
+    assert [span_key(s) for s in stretches(keys)] == ["2024-01-01/2024-01-03", "2024-01-05/2024-01-07"]
+    assert [span_key(s) for s in stretches(["2024-01-01T05"])] == ["2024-01-01T05"]

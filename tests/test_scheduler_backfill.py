@@ -137,3 +137,44 @@ def test_a_scheduled_day_whose_data_never_lands_fails_at_its_sensor_and_publishe
     assert states["wait_for_orders"] == "failed" and states["stage"] == "upstream_failed", states
     assert Ledger().rows("silver_orders", day) == [], "no attempt was even started"
     assert tables.live_version(tables.load_table("silver.orders"), dt.date.fromisoformat(day)) is None
+
+
+def test_a_range_run_triggered_over_rest_publishes_every_day_in_one_commit(airflow, monkeypatch):
+    """The range as conf, through the public REST API: one DAG run, each task in its own
+    process, every day of the range published by one commit with a ledger row per day."""
+    from sample_data.orders import write_landing
+    from wap import tables
+    from wap.ledger import Ledger
+
+    for name in ("WAP_CATALOG_URI", "WAP_DATA_DIR", "WAP_LEDGER_URL"):
+        monkeypatch.setenv(name, airflow.env[name])
+    airflow.airflow("pools", "import", str(REPO_ROOT / "include" / "pools.json"))
+    airflow.wait_for(lambda: airflow.api("GET", "/api/v2/dags/silver_orders"), 300, "the DAG to be parsed")
+    airflow.api("PATCH", "/api/v2/dags/silver_orders", {"is_paused": False})
+    landing = airflow.base / "data" / "landing"
+    days = [START + dt.timedelta(days=n) for n in (3, 4)]  # day 3 landed with the fixture; 4 and 5 here
+    write_landing(landing, days[1], days=2, orders_per_day=60)
+
+    span = f"{days[0]}/{days[1]}"
+    run = airflow.api("POST", "/api/v2/dags/silver_orders/dagRuns", {"logical_date": None, "conf": {"partition": span}})
+
+    def finished():
+        found = airflow.api("GET", f"/api/v2/dags/silver_orders/dagRuns/{run['dag_run_id']}")
+        return found if found["state"] in FINAL else None
+
+    done = airflow.wait_for(finished, 600, f"range run {span}")
+    assert done["state"] == "success", (
+        f"{airflow.task_states('silver_orders', run['dag_run_id'])}\n{airflow.log_tail()}"
+    )
+    table = tables.load_table("silver.orders")
+    snapshots = set()
+    for day in days:
+        live = tables.live_version(table, day)
+        (row,) = [r for r in Ledger().rows("silver_orders", day.isoformat()) if r["run_id"] == run["dag_run_id"]]
+        assert (row["status"], row["snapshot_id"], row["checksum"]) == ("published", live.snapshot_id, live.checksum)
+        from pyiceberg.expressions import EqualTo
+
+        ids = table.scan(row_filter=EqualTo("order_date", day.isoformat())).to_arrow().column("order_id").to_pylist()
+        assert sorted(ids) == sorted(orders_for_day(landing, day)), day
+        snapshots.add(live.snapshot_id)
+    assert len(snapshots) == 1, "one commit for the range"

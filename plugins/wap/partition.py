@@ -274,3 +274,15 @@ def span_from_key(key: str) -> Partition | PartitionRange:
     """A partition or a range back from its key."""
     grain = HOURLY if "T" in key else DAILY
     return grain.parse_span(key, source="partition key")
+
+
+def stretches(keys: list[str]) -> list[Partition | PartitionRange]:
+    """Keys of one grain, sorted, as runs of consecutive partitions: a lone partition as
+    itself, a longer run as a range (`span_key` of each is what an asset event carries)."""
+    found: list[list[Partition]] = []
+    for value in sorted(from_key(k) for k in keys):
+        if found and grain_of(value).next(found[-1][-1]) == value:
+            found[-1].append(value)
+        else:
+            found.append([value])
+    return [run[0] if len(run) == 1 else PartitionRange(run[0], run[-1]) for run in found]

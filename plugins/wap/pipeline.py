@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from wap.sources import Source
 
 
-PER_PARTITION, ALL_OR_NOTHING = "per-partition", "all-or-nothing"
+PER_PARTITION, ALL_OR_NOTHING, PER_RANGE = "per-partition", "all-or-nothing", "per-range"
 RANGE_POLICIES = (PER_PARTITION, ALL_OR_NOTHING)
 
 
@@ -43,11 +43,20 @@ class Pipeline:
     # (ALL_OR_NOTHING). `batch_size`: the most partitions `wap run` and `wap plan` put in one run.
     range_policy: str = "per-partition"
     batch_size: int = 31
+    # The table's asset events after a range run: one per published partition (PER_PARTITION:
+    # a partition-aware consumer runs once per partition), or one per stretch of consecutive
+    # published partitions keyed FIRST/LAST (PER_RANGE: a consumer built from these templates
+    # runs one range run per stretch, not one run per partition).
+    asset_events: str = "per-partition"
 
     def __post_init__(self) -> None:
         if self.range_policy not in RANGE_POLICIES:
             raise ValueError(
                 f"{self.name}: range_policy must be one of {', '.join(RANGE_POLICIES)}, got {self.range_policy!r}"
+            )
+        if self.asset_events not in (PER_PARTITION, PER_RANGE):
+            raise ValueError(
+                f"{self.name}: asset_events must be {PER_PARTITION} or {PER_RANGE}, got {self.asset_events!r}"
             )
         if not 1 <= self.batch_size <= MAX_RANGE:
             raise ValueError(f"{self.name}: batch_size must be from 1 to {MAX_RANGE}, got {self.batch_size!r}")

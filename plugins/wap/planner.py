@@ -25,6 +25,7 @@ from wap import tables
 from wap.errors import PartitionError
 from wap.ledger import dead_reason
 from wap.partition import Partition, PartitionRange, grain_of, key_of
+from wap.partition import stretches as partition_stretches
 from wap.pipeline import Pipeline
 from wap.runtime import Runtime
 
@@ -87,16 +88,9 @@ def plan(runtime: Runtime, pipeline: Pipeline, start: Partition, end: Partition)
 
 
 def stretches(states: list[PartitionState]) -> list[PartitionRange]:
-    """The runs of consecutive partitions that need a run, as ranges."""
-    found: list[PartitionRange] = []
-    for state in states:
-        if state.state not in NEEDS_RUN:
-            continue
-        if found and grain_of(state.partition).next(found[-1].last) == state.partition:
-            found[-1] = PartitionRange(found[-1].first, state.partition)
-        else:
-            found.append(PartitionRange(state.partition, state.partition))
-    return found
+    """The runs of consecutive partitions that need a run, as ranges (of one, or more)."""
+    found = partition_stretches([key_of(s.partition) for s in states if s.state in NEEDS_RUN])
+    return [span if isinstance(span, PartitionRange) else PartitionRange(span, span) for span in found]
 
 
 def range_commands(dag_id: str, states: list[PartitionState], batch_size: int) -> list[str]:

@@ -32,7 +32,7 @@ from airflow.triggers.base import TriggerEvent
 from wap import lineage
 from wap import partition as partitions
 from wap.errors import GateFailedError, WapError
-from wap.pipeline import Pipeline
+from wap.pipeline import PER_RANGE, Pipeline
 
 # The params carry no format of their own: the resolve task validates the value, once, at
 # the pipeline's grain (`Grain.parse`), and fails the run before any work with a message
@@ -288,6 +288,8 @@ def _publish(pipeline: Pipeline, staged: dict[str, Any], **context: Any) -> dict
             outcomes = {key: {"status": status} for key, status in result["partitions"].items()}
             lineage.published(pipeline, _lineage_view(span), result["snapshot_id"], result["status"], outcomes)
         keys = result["published"]
+        if pipeline.asset_events == PER_RANGE:  # one event per stretch of consecutive partitions
+            keys = [partitions.span_key(span) for span in partitions.stretches(keys)]
     else:
         run = steps.staging.StagedRun.from_dict(staged)
         result = steps.publish(Runtime.from_env(), pipeline, run)  # SupersededError: another run published first
