@@ -60,6 +60,10 @@ FULL = {
     # Range runs: days per range, orders per day (each size a range of its own days).
     "range_days": 30,
     "range_orders": [500, 2_500, 50_000],
+    # The real scheduler (`--only scheduler`): a year of sample days as range runs.
+    "scheduler_days": 365,
+    "scheduler_orders": 500,
+    "scheduler_batch": 31,
     "memory": [1_000_000, 10_000_000],
     "repeats": 3,
     "swap_repeats": 9,  # cheap, and short enough to be noisy
@@ -636,6 +640,72 @@ def bench_ranges(cfg: dict, spark, data_dir: Path) -> dict:
     return {"days": days, "sizes": sizes}
 
 
+def bench_scheduler(cfg: dict, spark, data_dir: Path) -> dict:
+    """A year of the sample through a real Airflow (scheduler, dag-processor, triggerer,
+    api-server, LocalExecutor, PostgreSQL; tasks on a shared Spark Connect server), as range
+    runs of `scheduler_batch` days triggered over the REST API; against the single pass."""
+    import contextlib
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from airflow_deployment import AirflowDeployment
+    from pg import PostgresServer
+
+    from sample_data.orders import write_landing
+    from wap.partition import PartitionRange
+    from wap.spark import ConnectServer
+
+    days, batch = cfg["scheduler_days"], cfg["scheduler_batch"]
+    first = dt.date(2023, 1, 1)
+    span = PartitionRange(first, first + dt.timedelta(days=days - 1))
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(ConnectServer())
+        postgres = PostgresServer().start()
+        stack.callback(postgres.stop)
+        airflow = AirflowDeployment(data_dir / "scheduler", postgres, parallelism=3, spark_remote=server.remote)
+        stack.callback(airflow.stop)
+        landing = airflow.base / "data" / "landing"
+        write_landing(landing, first, days=days + 1, orders_per_day=cfg["scheduler_orders"])
+        floor_s = median_seconds(
+            lambda _: single_pass_write(spark, landing, first, days, str(data_dir / "scheduler-floor")), cfg["repeats"]
+        )
+        airflow.start()
+        airflow.airflow("pools", "import", str(REPO / "include" / "pools.json"))
+        airflow.wait_for(lambda: airflow.api("GET", "/api/v2/dags/silver_orders"), 300, "the DAG to be parsed")
+        airflow.api("PATCH", "/api/v2/dags/silver_orders", {"is_paused": False})
+        start = time.perf_counter()
+        runs = [
+            airflow.api(
+                "POST", "/api/v2/dags/silver_orders/dagRuns", {"logical_date": None, "conf": {"partition": part.key}}
+            )["dag_run_id"]
+            for part in span.batches(batch)
+        ]
+
+        def finished() -> list[dict] | None:
+            states = [airflow.api("GET", f"/api/v2/dags/silver_orders/dagRuns/{r}")["state"] for r in runs]
+            return states if all(s in ("success", "failed") for s in states) else None
+
+        states = airflow.wait_for(finished, 7200, f"{len(runs)} range runs")
+        total_s = time.perf_counter() - start
+        if set(states) != {"success"}:
+            raise RuntimeError(f"range runs on the scheduler: {states}\n{airflow.log_tail()}")
+        with _Environment({k: airflow.env[k] for k in ("WAP_CATALOG_URI", "WAP_DATA_DIR", "WAP_LEDGER_URL")}):
+            published = _live_checksums(first, days)
+    say(
+        f"  {days} days in {len(runs)} range runs on the real scheduler: {total_s:.1f}s vs single pass "
+        f"{floor_s:.1f}s = {total_s / floor_s:.2f}x"
+    )
+    return {
+        "days": days,
+        "orders_per_day": cfg["scheduler_orders"],
+        "range_runs": len(runs),
+        "batch": batch,
+        "rows": sum(rows for rows, _ in published.values()),
+        "total_s": total_s,
+        "single_pass_s": floor_s,
+        "ratio": total_s / floor_s,
+    }
+
+
 def connect_session_start(cfg: dict) -> float:
     """Seconds for a fresh process to get a session from an already running Spark Connect
     server and run a trivial query: a task's start-up cost when workers share one server."""
@@ -831,6 +901,10 @@ def write_report(results: dict, out: Path) -> None:
             what = f"{s['ranges']['days']} days x {r['orders_per_day']:,} orders"
             rows.append(("4b", f"range run (dag.test) / single pass, {what}", r["ratio_range_dag"], target, False))
             rows.append(("4b", f"per-day runs (dag.test) / single pass, {what}", r["ratio_per_day"], target, False))
+    if "scheduler" in s:
+        r = s["scheduler"]
+        what = f"{r['days']} days in {r['range_runs']} range runs (real scheduler, REST)"
+        rows.append(("4c", f"{what} / single pass", r["ratio"], TARGETS["range_vs_single_pass"], False))
     if "memory" in s:
         m, target = s["memory"], TARGETS["driver_rss_10M_vs_1M"]
         if "python_ratio" in m:
@@ -927,13 +1001,19 @@ def chart(sweep: list[dict], path: Path) -> None:
 
 
 SECTIONS = ("publish", "wap", "backfill", "ranges", "memory", "parse")
+# Sections of the full run only (not --quick): they start servers and take long.
+EXTRA_SECTIONS = ("scheduler",)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code, measures nothing useful")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results[-quick])")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated subset of {SECTIONS + EXTRA_SECTIONS} (default: all; --quick: {SECTIONS})",
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="scratch folder (default: a new temp folder)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="override a config value")
     parser.add_argument("--report-only", action="store_true", help="rewrite results.md and the chart from results.json")
@@ -948,7 +1028,8 @@ def main(argv: list[str] | None = None) -> dict:
         write_report(results, out)
         say((out / "results.md").read_text())
         return results
-    only = [s for s in args.only.split(",") if s]
+    named = args.only or ",".join(SECTIONS if args.quick else SECTIONS + EXTRA_SECTIONS)
+    only = [s for s in named.split(",") if s]
     # A scratch folder of our own is removed at the end: a full run leaves ~14 GB in it.
     scratch = None if args.data_dir else Path(tempfile.mkdtemp(prefix="wap-bench-"))
     data_dir = args.data_dir or scratch
@@ -976,6 +1057,7 @@ def main(argv: list[str] | None = None) -> dict:
             "wap": lambda: bench_wap_vs_bare(cfg, spark, pipeline),
             "backfill": lambda: bench_backfill(cfg, spark, bench_dir),
             "ranges": lambda: bench_ranges(cfg, spark, bench_dir),
+            "scheduler": lambda: bench_scheduler(cfg, spark, bench_dir),
             "memory": lambda: bench_memory(cfg),
             "parse": lambda: bench_parse(cfg),
         }

@@ -326,9 +326,13 @@ def test_the_backfill_tooling_speaks_hours(hourly, shop):
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    lines = [line.strip() for line in done.stdout.splitlines()]
     assert any(line.startswith(key(first)) and "missing" in line for line in lines), done.stdout
     assert all(any(line.startswith(key(h)) and " ok " in f"{line} " for line in lines) for h in HOURS), done.stdout
+    # The missing hours as one range run, or Airflow's backfill of one run per hour.
+    (trigger,) = [line for line in lines if line.startswith("airflow dags trigger")]
+    span = f"{key(first)}/{key(HOURS[0] - dt.timedelta(hours=1))}"
+    assert trigger == f"""airflow dags trigger dim_customers --conf '{{"partition": "{span}"}}'""", done.stdout
     (command,) = [line for line in lines if line.startswith("airflow backfill create")]
     assert f"--from-date {first.isoformat()}" in command
     assert f"--to-date {(HOURS[0] - dt.timedelta(seconds=1)).isoformat()}" in command

@@ -41,7 +41,7 @@ from wap.errors import GateFailedError, PartitionChangedError
 from wap.partition import Partition, PartitionRange, from_key, key_of
 from wap.pipeline import ALL_OR_NOTHING, Pipeline
 from wap.runtime import Runtime
-from wap.steps import ERROR_CHARS, _Clock, _reader, _transformed
+from wap.steps import ERROR_CHARS, _Clock, _reader, _transformed, record_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,8 @@ def _stage(
         if stopped and (pipeline.range_policy == ALL_OR_NOTHING or _whole_table(pipeline, span)):
             _stop_all(runtime, pipeline, span, tokens, stopped, suite)
         going = [key for key in values if key not in stopped]
+        if not going:  # every partition stopped at its rejects: nothing to transform
+            return staging.StagedRange(pipeline.name, span.key, run_id, try_number, token, [], stopped)
         staged_dir = staging.partition_dir(table.location(), "data", pipeline.partition_column, span.first, token)
         staged_dir = f"{staged_dir}-range-{len(values)}"
         columns = list(contract.columns)
@@ -222,19 +224,8 @@ def _quarantine(
     quarantine: str,
     **fields: Any,
 ) -> str:
-    """Record one partition of the range as quarantined (what failed, where its files are); its reason."""
-    failed = ", ".join(f"{f.check}({f.column})" if f.column else f.check for f in report.blocking)
-    details = {**fields.pop("details", {}), "audit": report.to_dict()}
-    runtime.ledger.update(
-        pipeline.name,
-        token,
-        status="quarantined",
-        staged_path=quarantine,
-        error=f"quality gate failed: {failed}"[:ERROR_CHARS],
-        details=details,
-        **fields,
-    )
-    return f"quarantined: {failed}"
+    """Record one partition of the range as quarantined; the reason it stopped."""
+    return "quarantined: " + record_quarantine(runtime, pipeline, token, report, quarantine, fields)
 
 
 def _stop_all(

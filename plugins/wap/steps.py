@@ -218,6 +218,24 @@ def _quarantined(
     checked: list[dict[str, Any]],
 ) -> NoReturn:
     """Record a blocked run (what failed, where its files are) and stop it."""
+    failed = record_quarantine(runtime, pipeline, token, report, quarantine, fields)
+    raise GateFailedError(
+        f"{pipeline.table} {partition} failed its quality gate ({failed}); the live partition is unchanged and "
+        f"what the run made is quarantined in {quarantine} (wap quarantine show {pipeline.name} "
+        f"{partition})\n{report.summary()}",
+        checked,
+    )
+
+
+def record_quarantine(
+    runtime: Runtime,
+    pipeline: Pipeline,
+    token: str,
+    report: gate.AuditReport,
+    quarantine: str,
+    fields: dict[str, Any],
+) -> str:
+    """Record an attempt as quarantined in the ledger (what failed, where its files are); what failed."""
     failed = ", ".join(f"{f.check}({f.column})" if f.column else f.check for f in report.blocking)
     details = {**fields.pop("details", {}), "audit": report.to_dict()}
     runtime.ledger.update(
@@ -229,12 +247,7 @@ def _quarantined(
         details=details,
         **fields,
     )
-    raise GateFailedError(
-        f"{pipeline.table} {partition} failed its quality gate ({failed}); the live partition is unchanged and "
-        f"what the run made is quarantined in {quarantine} (wap quarantine show {pipeline.name} "
-        f"{partition})\n{report.summary()}",
-        checked,
-    )
+    return failed
 
 
 @_held

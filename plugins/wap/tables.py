@@ -473,9 +473,19 @@ def files_by_partition(table: Table, partition_column: str, first: Partition, la
         GreaterThanOrEqual(partition_column, first.isoformat()),  # type: ignore[call-arg,arg-type]
         LessThanOrEqual(partition_column, last.isoformat()),  # type: ignore[call-arg,arg-type]
     )
+    # A data file's partition holds Iceberg's stored form: days (a date) or microseconds (a
+    # timestamp) since the epoch.
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     found: dict[str, list[str]] = {}
     for task in table.scan(row_filter=bounds).plan_files():
-        value = _partition_value(task.file.partition[0])
+        stored = task.file.partition[0]
+        if isinstance(stored, int):
+            stored = (
+                (epoch + dt.timedelta(days=stored)).date()
+                if isinstance(first, dt.date) and not isinstance(first, dt.datetime)
+                else epoch + dt.timedelta(microseconds=stored)
+            )
+        value = _partition_value(stored)
         if value is not None:
             found.setdefault(key_of(value), []).append(task.file.file_path)
     return {key: sorted(names) for key, names in sorted(found.items())}
