@@ -49,6 +49,7 @@ LONGEST_FIRST = (
     "test_lineage.py",
     "test_dead_attempts.py",
     "test_bad_inputs.py",
+    "test_range_runs.py",
     "test_template.py",
     "test_planning.py",
     "test_end_to_end.py",
@@ -72,6 +73,7 @@ FAST_MODULES = (
     "test_lineage_transport.py",
     "test_partition.py",
     "test_publish_modes.py",
+    "test_range_runs.py",
     "test_runtime.py",
     "test_suite_check.py",
 )

@@ -263,6 +263,23 @@ def test_a_range_run_in_airflow_gives_an_outcome_and_an_asset_event_per_day(dags
     }
     assert asset_event_keys(states["run_id"]) == [key_of(DAYS[0]), key_of(DAYS[2])], "one event per published day"
 
+    # Lineage: one set of events for the run, naming the range, the publish's outcome per day.
+    import os
+
+    from ol_spec import spec_registry, validate
+
+    transport = json.loads(os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    events = [json.loads(line) for line in Path(transport["log_file_path"]).read_text().splitlines()]
+    mine = [e for e in events if e["run"]["facets"].get("wapPartition", {}).get("partition") == span.key]
+    assert {e["job"]["name"].rsplit(".", 1)[-1] for e in mine} >= {"stage", "audit", "publish"}
+    registry = spec_registry()
+    for event in mine:
+        validate(event, registry)
+    (published,) = [e for e in mine if e["job"]["name"].endswith(".publish") and e["eventType"] == "COMPLETE"]
+    outcome = published["run"]["facets"]["wapPartition"]["partitions"]
+    assert {k: v["status"] for k, v in outcome.items()} == {key_of(DAYS[0]): "published", key_of(DAYS[2]): "published"}
+    assert all(v["rows"] == rows[k]["rows_out"] for k, v in outcome.items())
+
     # The planner sees the quarantined day and prints the run that fixes it; running it does.
     from wap import planner
 

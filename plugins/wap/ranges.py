@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterator
-from functools import reduce
 from typing import Any
 
 from wap import audit as gate
@@ -146,7 +145,7 @@ def _stage(
         staged_dir = f"{staged_dir}-range-{len(values)}"
         columns = list(contract.columns)
         if _whole_table(pipeline, span):  # one version of the whole table, every partition's changes merged in
-            changes = reduce(lambda a, b: a.unionByName(b), [_transformed(spark, pipeline, values[k]) for k in going])
+            changes = _union(spark, [_transformed(spark, pipeline, values[k]) for k in going])
             result = pipeline.publish.staged_result(
                 changes, columns, _reader(spark, pipeline, table, span.first, bases[keys_of(values)[0]])
             ).withColumn(staging.RANGE_KEY, F.lit(keys_of(values)[0]))
@@ -159,15 +158,25 @@ def _stage(
                 ).withColumn(staging.RANGE_KEY, F.lit(key))
                 for key in going
             ]
-            result = reduce(lambda a, b: a.unionByName(b), parts)
+            result = _union(spark, parts)
         if contract.on_added_column == "allow":
             added = [f for f in gate.check_contract(result.drop(staging.RANGE_KEY), contract) if f.check == gate.ADDED]
             result = result.drop(*[f.column for f in added if f.column])
             for key in going:
                 findings[key] += added
-        files = staging.write_staged_by(result, staged_dir)
-        for frame in kept:
-            frame.unpersist()
+        # Each partition's query is its own aggregation over 1/N of the range's rows: fewer shuffle
+        # partitions each, or N times the default's tasks (and AQE's re-planning of each).
+        shuffle = spark.conf.get("spark.sql.shuffle.partitions") or "200"
+        spark.conf.set("spark.sql.shuffle.partitions", str(max(2, -(-int(shuffle) // len(going)))))
+        try:
+            files = staging.write_staged_by(result, staged_dir)
+        finally:
+            spark.conf.set("spark.sql.shuffle.partitions", shuffle)
+            for frame in kept:
+                frame.unpersist()
+            for name in spark.catalog.listTables():
+                if name.name.startswith(_PARTS) and name.isTemporary:
+                    spark.catalog.dropTempView(name.name)
         clock.lap("transform_write")
     except GateFailedError:
         raise
@@ -210,6 +219,18 @@ def _stage(
         staged_dir,
     )
     return staging.StagedRange(pipeline.name, span.key, run_id, try_number, token, runs, stopped)
+
+
+_PARTS = "wap_range_part_"  # temporary views of one range's per-partition results
+
+
+def _union(spark: Any, parts: list[Any]) -> Any:
+    """The union of the partitions' results, by column name, in one analysis (a chain of
+    `unionByName` analyses the growing plan again at each step: quadratic in the partitions)."""
+    columns = ", ".join(f"`{c}`" for c in parts[0].columns)
+    for n, part in enumerate(parts):
+        part.createOrReplaceTempView(f"{_PARTS}{n}")
+    return spark.sql(" UNION ALL ".join(f"SELECT {columns} FROM {_PARTS}{n}" for n in range(len(parts))))
 
 
 def keys_of(values: dict[str, Partition]) -> list[str]:

@@ -285,7 +285,8 @@ def _publish(pipeline: Pipeline, staged: dict[str, Any], **context: Any) -> dict
     if (span := _as_range(staged)) is not None:
         result = ranges.publish(Runtime.from_env(), pipeline, span)
         if span.runs:
-            outcomes = {key: {"status": status} for key, status in result["partitions"].items()}
+            rows = {run.partition: run.rows_out for run in span.runs}
+            outcomes = {key: {"status": status, "rows": rows[key]} for key, status in result["partitions"].items()}
             lineage.published(pipeline, _lineage_view(span), result["snapshot_id"], result["status"], outcomes)
         keys = result["published"]
         if pipeline.asset_events == PER_RANGE:  # one event per stretch of consecutive partitions
