@@ -654,9 +654,9 @@ def run(
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the runs' outcomes, not Airflow's chatter
     prepare_airflow(load_settings().data_dir)
     failed = 0
-    for batch in PartitionRange(first, last).batches(size):
+    for n, batch in enumerate(PartitionRange(first, last).batches(size)):
         key = batch.key if len(batch) > 1 else key_of(batch.first)
-        state = run_dag(dag_id, key)
+        state = run_dag(dag_id, key, lookback=n == 0)  # a later batch's late records are the previous one's
         click.echo(f"{dag_id} {key}: {state}")
         failed += "success" not in state
     click.echo(f"\n{show_ledger(dag_id, runtime=current_runtime())}")

@@ -54,10 +54,11 @@ def prepare_airflow(data_dir: Path) -> None:
         )
 
 
-def run_dag(dag_id: str, partition: str) -> str:
+def run_dag(dag_id: str, partition: str, lookback: bool = True) -> str:
     """Run one DAG for one partition key (or a range's, FIRST/LAST) in this process, as
     `dag.test()` does (call `prepare_airflow` first); return the run's state. The DAG file is
-    `<dags>/<dag_id>.py`."""
+    `<dags>/<dag_id>.py`. `lookback=False`: no run for earlier partitions with late records
+    in this run's folders (a batch after another that read them)."""
     from airflow.dag_processing.dagbag import DagBag
 
     from wap.partition import PartitionRange, grain_of, span_from_key
@@ -71,5 +72,8 @@ def run_dag(dag_id: str, partition: str) -> str:
         problems = "; ".join(str(e) for e in bag.import_errors.values()) or f"no DAG {dag_id!r} in {path}"
         raise LookupError(problems)
     # The partition param decides the partition; the logical date is the partition's start.
-    run = bag.dags[dag_id].test(logical_date=grain_of(value).start(value), run_conf={"partition": partition})
+    run = bag.dags[dag_id].test(
+        logical_date=grain_of(value).start(value),
+        run_conf={"partition": partition, **({} if lookback else {"lookback": False})},
+    )
     return str(run.state)

@@ -101,9 +101,11 @@ def range_commands(dag_id: str, states: list[PartitionState], batch_size: int) -
 
     commands = []
     for stretch in stretches(states):
-        for batch in stretch.batches(batch_size):
+        for n, batch in enumerate(stretch.batches(batch_size)):
             key = batch.key if len(batch) > 1 else key_of(batch.first)
-            conf = json.dumps({"partition": key})
+            # A later batch's day before it is the previous batch's, which read its late
+            # records already: no lookback run for it.
+            conf = json.dumps({"partition": key} if n == 0 else {"partition": key, "lookback": False})
             commands.append(f"airflow dags trigger {dag_id} --conf '{conf}'")
     return commands
 
