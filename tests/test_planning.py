@@ -19,8 +19,10 @@ DAYS = [START + dt.timedelta(days=n) for n in range(6)]
 
 
 def cli(*args: str, ok: bool = True) -> str:
+    # A guard against a hang, not a time limit: `wap run` starts Airflow and a JVM, and runs
+    # DAGs (minutes on a loaded 2-core machine).
     done = subprocess.run(
-        [sys.executable, "-m", "wap.cli", *args], capture_output=True, text=True, env=os.environ.copy(), timeout=120
+        [sys.executable, "-m", "wap.cli", *args], capture_output=True, text=True, env=os.environ.copy(), timeout=900
     )
     assert (done.returncode == 0) == ok, (done.stdout, done.stderr)
     return done.stdout + done.stderr
