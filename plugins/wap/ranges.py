@@ -83,6 +83,8 @@ def _stage(
     contract, ledger = pipeline.contract, runtime.ledger
     table = tables.ensure_table(pipeline.table, contract, runtime.catalog)
     values = dict(zip(tokens, span.partitions(), strict=True))
+    first_key = key_of(span.first)
+    whole = _whole_table(pipeline, span)  # one version for the range: its files are under the first key
     attempts: dict[str, dict[str, Any]] = {}
     bases: dict[str, tables.PublishedVersion | None] = {}
     code_version = pipeline.code_version()
@@ -108,7 +110,7 @@ def _stage(
     try:
         spark = runtime.spark()
         clock.lap("spark_session")
-        findings: dict[str, list[gate.Finding]] = {key: [] for key in keys_of(values)}
+        findings: dict[str, list[gate.Finding]] = {key: [] for key in values}
         intakes: dict[str, dict[str, dict[str, Any]]] = {key: {} for key in values}
         kept: list[Any] = []  # the sources' records, read once for every partition's query
         for source in pipeline.sources:
@@ -136,7 +138,7 @@ def _stage(
                     runtime, pipeline, tokens[key], report, quarantine[key], rows_in=rows_in[key]
                 )
                 ledger.update(pipeline.name, tokens[key], details={"intake": intakes[key]})
-        if stopped and (pipeline.range_policy == ALL_OR_NOTHING or _whole_table(pipeline, span)):
+        if stopped and (pipeline.range_policy == ALL_OR_NOTHING or whole):
             _stop_all(runtime, pipeline, span, tokens, stopped, suite)
         going = [key for key in values if key not in stopped]
         if not going:  # every partition stopped at its rejects: nothing to transform
@@ -144,11 +146,11 @@ def _stage(
         staged_dir = staging.partition_dir(table.location(), "data", pipeline.partition_column, span.first, token)
         staged_dir = f"{staged_dir}-range-{len(values)}"
         columns = list(contract.columns)
-        if _whole_table(pipeline, span):  # one version of the whole table, every partition's changes merged in
+        if whole:  # one version of the whole table, every partition's changes merged in
             changes = _union(spark, [_transformed(spark, pipeline, values[k]) for k in going])
             result = pipeline.publish.staged_result(
-                changes, columns, _reader(spark, pipeline, table, span.first, bases[keys_of(values)[0]])
-            ).withColumn(staging.RANGE_KEY, F.lit(keys_of(values)[0]))
+                changes, columns, _reader(spark, pipeline, table, span.first, bases[first_key])
+            ).withColumn(staging.RANGE_KEY, F.lit(first_key))
         else:
             parts = [
                 pipeline.publish.staged_result(
@@ -185,10 +187,11 @@ def _stage(
             ledger.update(pipeline.name, tokens[key], status="failed", error=f"stage: {exc}"[:ERROR_CHARS])
         raise
     runs = []
-    late_before = {day for key in going for i in intakes[key].values() for day in i["late"] if day < keys_of(values)[0]}
+    late_before = {day for key in going for i in intakes[key].values() for day in i["late"] if day < first_key}
     for key in going:
-        own = files.get(key if not _whole_table(pipeline, span) else keys_of(values)[0], [])
-        folder = f"{staged_dir}/{staging.RANGE_KEY}={key if not _whole_table(pipeline, span) else keys_of(values)[0]}"
+        written = first_key if whole else key
+        own = files.get(written, [])
+        folder = f"{staged_dir}/{staging.RANGE_KEY}={written}"
         runs.append(
             staging.StagedRun(
                 **attempts[key],
@@ -231,10 +234,6 @@ def _union(spark: Any, parts: list[Any]) -> Any:
     for n, part in enumerate(parts):
         part.createOrReplaceTempView(f"{_PARTS}{n}")
     return spark.sql(" UNION ALL ".join(f"SELECT {columns} FROM {_PARTS}{n}" for n in range(len(parts))))
-
-
-def keys_of(values: dict[str, Partition]) -> list[str]:
-    return list(values)
 
 
 def _quarantine(
