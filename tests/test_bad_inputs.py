@@ -608,7 +608,7 @@ def check_outcome(case: Case, states: dict, rows: list[dict], before: dict, afte
         failed = next(t for t in ("stage", "audit") if states.get(t) == "failed")
         assert states["_tries"][failed] == 1, "a data failure must not be retried"
         (row,) = rows
-        assert row["status"] == "quarantined"
+        assert row["status"] == "quarantined", row["error"]
         for check in case.checks:
             assert check in row["error"], (check, row["error"])
         assert case.message in json.dumps(json.loads(row["details"])["audit"]["findings"], ensure_ascii=False)

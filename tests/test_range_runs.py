@@ -16,7 +16,7 @@ import pytest
 from conftest import START, run_dag, session_runtime, utc_midnight
 
 from wap import ranges, steps, tables
-from wap.errors import GateFailedError, PartitionError
+from wap.errors import DataError, GateFailedError, PartitionError
 from wap.partition import DAILY, HOURLY, MAX_RANGE, PartitionRange, key_of, span_key
 from wap.pipeline import ALL_OR_NOTHING, find_pipeline
 from wap.runtime import Runtime
@@ -143,6 +143,74 @@ def test_a_range_run_publishes_each_partition_as_its_own_run_does(crossing, spar
     assert tables.load_table(orders.table, ranged.catalog).current_snapshot().snapshot_id in snapshots
 
 
+# silver.orders' SQL as it was first written: one day, `:partition` bound.
+ONE_DAY_SQL = """
+WITH events AS (
+    SELECT DISTINCT event_id, order_id, customer_id, event_ts, status, amount, currency, channel
+    FROM landed_orders
+    WHERE event_ts >= CAST(:partition AS TIMESTAMP) AND event_ts < CAST(:partition AS TIMESTAMP) + INTERVAL 1 DAY
+)
+SELECT order_id, CAST(:partition AS DATE) AS order_date, max(customer_id) AS customer_id,
+       max_by(status, struct(event_ts, event_id)) AS status, CAST(max(amount) AS DECIMAL(12, 2)) AS amount,
+       max(currency) AS currency, coalesce(max(channel), 'unknown') AS channel, min(event_ts) AS placed_ts,
+       max(event_ts) AS updated_ts, count(*) AS event_count
+FROM events GROUP BY order_id
+"""
+
+
+def sql_variant(folder: Path, monkeypatch, text: str) -> None:
+    """include/sql/ with silver_orders.sql replaced by `text`, as the settings' SQL folder."""
+    import shutil
+
+    shutil.copytree(load_settings().sql_dir, folder)
+    (folder / "silver_orders.sql").write_text(text)
+    monkeypatch.setenv("WAP_SQL_DIR", str(folder))
+
+
+def test_sql_of_one_partition_runs_once_per_partition_in_a_range_with_the_same_result(
+    crossing, spark, tmp_path, monkeypatch
+):
+    orders = find_pipeline("silver_orders")
+    assert orders.sql_spans, "the shipped SQL takes :first and :last"
+    single = runtime_in(tmp_path / "single", spark)
+    one_by_one(single, orders, DAYS)
+
+    sql_variant(tmp_path / "sql", monkeypatch, ONE_DAY_SQL)
+    assert not orders.sql_spans
+    ranged = runtime_in(tmp_path / "range", spark)
+    result = as_range(ranged, orders, SPAN)
+
+    assert result["partitions"] == {key_of(d): "published" for d in DAYS}
+    assert live(ranged, orders, DAYS) == live(single, orders, DAYS)
+
+
+@pytest.mark.parametrize("run", ["range", "single"])
+def test_sql_over_a_span_that_returns_rows_of_other_partitions_is_refused(crossing, spark, tmp_path, monkeypatch, run):
+    """Without its time filter, silver's SQL returns the late folder's own day too (after the
+    range, or after the single day): a SQL error, not data published in the wrong partition."""
+    orders = find_pipeline("silver_orders")
+    text = (load_settings().sql_dir / orders.sql).read_text()
+    unfiltered = text.replace("WHERE event_ts >= CAST(:first AS TIMESTAMP)", "WHERE :first IS NOT NULL OR").replace(
+        "AND event_ts < CAST(:last AS TIMESTAMP) + INTERVAL 1 DAY", "event_ts < CAST(:last AS TIMESTAMP)"
+    )
+    assert unfiltered != text
+    sql_variant(tmp_path / "sql", monkeypatch, unfiltered)
+    runtime = runtime_in(tmp_path / "outside", spark)
+    with pytest.raises(DataError, match="outside the run's partitions") as raised:
+        if run == "range":
+            ranges.stage(runtime, orders, SPAN, "manual__range", 1)
+        else:
+            steps.audit(runtime, orders, steps.stage(runtime, orders, DAYS[1], "manual__one", 1))
+    # The range names the day after it (the late folder's own); a single run counts its rows.
+    says = str(DAYS[-1] + dt.timedelta(days=1)) if run == "range" else f"{DAYS[1]} to {DAYS[1]} ("
+    assert says in str(raised.value)
+    assert "no retry can help" in str(raised.value) and "wap run silver_orders" in str(raised.value)
+    rows = runtime.ledger.rows(orders.name)
+    assert rows and {r["status"] for r in rows} == {"failed"}
+    table = tables.load_table(orders.table, runtime.catalog)
+    assert table.current_snapshot() is None, "nothing is published"
+
+
 def bad_order(landed: Path, day: dt.date) -> Path:
     bad = {"event_id": "E-B", "order_id": "O-B", "customer_id": "C", "status": "placed", "amount": -1}
     bad |= {"event_ts": f"{day}T10:00:00Z", "currency": "EUR", "channel": "web"}
@@ -181,6 +249,40 @@ def test_one_bad_day_is_quarantined_alone_and_the_rest_publish_in_one_commit(cro
     # The quarantined day then runs alone, as any partition does.
     one_by_one(runtime, orders, [DAYS[2]])
     assert tables.live_version(tables.load_table(orders.table, runtime.catalog), DAYS[2]) is not None
+
+
+def test_a_refused_landed_folder_stops_the_days_whose_own_runs_read_it_and_no_other(crossing, spark, tmp_path):
+    """A subfolder in day 3's folder is refused by name: day 3's run and day 2's (whose late
+    folder it is) stop, exactly as their own runs do; days 1 and 4 publish what theirs do."""
+    from wap.errors import BadSourceError
+
+    orders = find_pipeline("silver_orders")
+    sub = crossing / "orders" / f"dt={DAYS[2]}" / "nested"
+    sub.mkdir()
+    try:
+        single = runtime_in(tmp_path / "single", spark)
+        for day in DAYS:
+            if day in DAYS[1:3]:
+                with pytest.raises(BadSourceError, match="holds a folder 'nested'"):
+                    steps.stage(single, orders, day, f"manual__{day}", 1)
+            else:
+                one_by_one(single, orders, [day])
+        ranged = runtime_in(tmp_path / "range", spark)
+        result = as_range(ranged, orders, SPAN)
+        with pytest.raises(BadSourceError, match="holds a folder 'nested'"):
+            as_range(
+                runtime_in(tmp_path / "strict", spark), dataclasses.replace(orders, range_policy=ALL_OR_NOTHING), SPAN
+            )
+    finally:
+        sub.rmdir()
+
+    assert result["partitions"] == {key_of(DAYS[0]): "published", key_of(DAYS[3]): "published"}
+    assert set(result["stopped"]) == {key_of(DAYS[1]), key_of(DAYS[2])}
+    assert all("holds a folder 'nested'" in why for why in result["stopped"].values())
+    assert "wap quarantine show" not in result["message"], "nothing is in quarantine"
+    assert live(ranged, orders, DAYS) == live(single, orders, DAYS)
+    statuses = {r["partition"]: r["status"] for r in ranged.ledger.rows(orders.name)}
+    assert statuses == {key_of(d): "failed" if d in DAYS[1:3] else "published" for d in DAYS}
 
 
 def test_all_or_nothing_publishes_nothing_when_one_day_fails(crossing, spark, tmp_path):

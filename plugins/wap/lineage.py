@@ -196,14 +196,16 @@ def version_facet(snapshot_id: int) -> Any:
 def column_lineage(sql: str, inputs: dict[str, Dataset]) -> Any | None:
     """Column lineage of a pipeline's SQL, parsed by openlineage-sql; `inputs`: view -> dataset.
 
-    The `:partition` parameter is replaced by a date literal for the parser only. None if
-    the SQL cannot be parsed (lineage must never fail a run).
+    The parameters (`:first`, `:last`, `:partition`) are replaced by a date literal for the
+    parser only. None if the SQL cannot be parsed (lineage must never fail a run).
     """
     import openlineage_sql
     from openlineage.client.facet_v2 import column_lineage_dataset as cl
 
     try:
-        meta = openlineage_sql.parse([re.sub(r":partition\b", "DATE '2000-01-01'", sql)], dialect="spark")
+        meta = openlineage_sql.parse(
+            [re.sub(r"(?<![\w:]):(first|last|partition)\b", "DATE '2000-01-01'", sql)], dialect="spark"
+        )
     except Exception:  # a parser gap must not fail the run: no column lineage then
         return None
     if meta is None:

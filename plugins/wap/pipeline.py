@@ -6,6 +6,7 @@ The steps of a run are in `steps`; this module stays light, since DAG files impo
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +26,19 @@ if TYPE_CHECKING:
 
 PER_PARTITION, ALL_OR_NOTHING, PER_RANGE = "per-partition", "all-or-nothing", "per-range"
 RANGE_POLICIES = (PER_PARTITION, ALL_OR_NOTHING)
+
+# The SQL's parameters: `:first` and `:last` (the first and last partitions of the run, both
+# included; a run of one partition binds both to it), or `:partition` (one partition: a range
+# run then runs the SQL once per partition). See docs/adr/0016.
+RANGE_PARAMETERS, PARTITION_PARAMETER = ("first", "last"), "partition"
+# What may hide a `:name` that is not a parameter: comments, string literals, quoted names.
+_NOT_CODE = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`", re.DOTALL)
+_PARAMETER = re.compile(r"(?<![\w:]):([A-Za-z_]\w*)")
+
+
+def sql_parameters(text: str) -> frozenset[str]:
+    """The named parameters (`:name`) a Spark SQL text uses, outside comments and quotes."""
+    return frozenset(_PARAMETER.findall(_NOT_CODE.sub(" ", text)))
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,13 @@ class Pipeline:
 
     def sql_text(self) -> str:
         return (load_settings().sql_dir / self.sql).read_text(encoding="utf-8")
+
+    @property
+    def sql_spans(self) -> bool:
+        """Whether the SQL takes a span (`:first`, `:last`): one query gives every partition of
+        a range run, each row's partition in the partition column (False: `:partition`)."""
+        used = sql_parameters(self.sql_text())
+        return PARTITION_PARAMETER not in used and bool(used & set(RANGE_PARAMETERS))
 
     def code_version(self) -> str:
         """Hash of what decides the output: the SQL, the suite and contract."""

@@ -36,11 +36,11 @@ from typing import Any
 
 from wap import audit as gate
 from wap import sources, staging, tables
-from wap.errors import GateFailedError, PartitionChangedError
+from wap.errors import BadSourceError, DataError, GateFailedError, PartitionChangedError
 from wap.partition import Partition, PartitionRange, from_key, key_of
 from wap.pipeline import ALL_OR_NOTHING, Pipeline
 from wap.runtime import Runtime
-from wap.steps import ERROR_CHARS, _Clock, _reader, _transformed, record_quarantine
+from wap.steps import ERROR_CHARS, _Clock, _reader, _transformed, outside_rows_error, record_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +107,20 @@ def _stage(
         for key, value in values.items()
     }
     clock = _Clock()
+    stopped: dict[str, str] = {}  # partitions stopped on their own (their ledger rows say why)
     try:
         spark = runtime.spark()
         clock.lap("spark_session")
         findings: dict[str, list[gate.Finding]] = {key: [] for key in values}
         intakes: dict[str, dict[str, dict[str, Any]]] = {key: {} for key in values}
-        kept: list[Any] = []  # the sources' records, read once for every partition's query
+        kept: list[Any] = []  # the sources' records, read once for the counts and the transform
+        refused: dict[str, str] = {}  # partitions a refused landed folder stops, as it stops their own runs
         for source in pipeline.sources:
             usable, rejects, taken = sources.take_in_range(spark, source, span, runtime.places, kept)
             usable.createOrReplaceTempView(source.view)
             for key, intake in taken.items():
+                if intake.refused:
+                    refused.setdefault(key, intake.refused)
                 intakes[key][source.view] = {
                     "records": intake.records,
                     "own": intake.own_records,
@@ -128,11 +132,15 @@ def _stage(
                     rejects.where(F.col(sources.LANDED) == key).write.mode("overwrite").json(staging.spark_uri(kept_in))
                     findings[key].append(gate.rejects_finding(intake, kept_in))
         clock.lap("read")
+        if refused and (pipeline.range_policy == ALL_OR_NOTHING or whole):
+            raise BadSourceError(next(iter(refused.values())))  # as a single run: the whole run stops
         rows_in = {key: sum(int(i["records"]) for i in intakes[key].values()) for key in values}
-        stopped: dict[str, str] = {}
+        for key, why in refused.items():
+            ledger.update(pipeline.name, tokens[key], status="failed", error=f"stage: {why}"[:ERROR_CHARS])
+            stopped[key] = f"refused: {why}"
         suite = gate.load_suite(pipeline.suite)
         for key in values:
-            if any(f.severity == gate.BLOCKING for f in findings[key]):
+            if key not in refused and any(f.severity == gate.BLOCKING for f in findings[key]):
                 report = gate.AuditReport(None, findings[key])
                 stopped[key] = _quarantine(
                     runtime, pipeline, tokens[key], report, quarantine[key], rows_in=rows_in[key]
@@ -145,31 +153,18 @@ def _stage(
             return staging.StagedRange(pipeline.name, span.key, run_id, try_number, token, [], stopped)
         staged_dir = staging.partition_dir(table.location(), "data", pipeline.partition_column, span.first, token)
         staged_dir = f"{staged_dir}-range-{len(values)}"
-        columns = list(contract.columns)
-        if whole:  # one version of the whole table, every partition's changes merged in
-            changes = _union(spark, [_transformed(spark, pipeline, values[k]) for k in going])
-            result = pipeline.publish.staged_result(
-                changes, columns, _reader(spark, pipeline, table, span.first, bases[first_key])
-            ).withColumn(staging.RANGE_KEY, F.lit(first_key))
-        else:
-            parts = [
-                pipeline.publish.staged_result(
-                    _transformed(spark, pipeline, values[key]),
-                    columns,
-                    _reader(spark, pipeline, table, values[key], bases[key]),
-                ).withColumn(staging.RANGE_KEY, F.lit(key))
-                for key in going
-            ]
-            result = _union(spark, parts)
+        spans = pipeline.sql_spans  # the SQL's form, read once for the stage
+        result = _range_result(spark, pipeline, table, span, {key: values[key] for key in going}, bases, whole, spans)
         if contract.on_added_column == "allow":
             added = [f for f in gate.check_contract(result.drop(staging.RANGE_KEY), contract) if f.check == gate.ADDED]
             result = result.drop(*[f.column for f in added if f.column])
             for key in going:
                 findings[key] += added
-        # Each partition's query is its own aggregation over 1/N of the range's rows: fewer shuffle
-        # partitions each, or N times the default's tasks (and AQE's re-planning of each).
+        # The SQL once per partition: each query is its own aggregation over 1/N of the range's
+        # rows, so fewer shuffle partitions each, or N times the default's tasks (and AQE's re-planning).
         shuffle = spark.conf.get("spark.sql.shuffle.partitions") or "200"
-        spark.conf.set("spark.sql.shuffle.partitions", str(max(2, -(-int(shuffle) // len(going)))))
+        if not spans:
+            spark.conf.set("spark.sql.shuffle.partitions", str(max(2, -(-int(shuffle) // len(going)))))
         try:
             files = staging.write_staged_by(result, staged_dir)
         finally:
@@ -179,11 +174,15 @@ def _stage(
             for name in spark.catalog.listTables():
                 if name.name.startswith(_PARTS) and name.isTemporary:
                     spark.catalog.dropTempView(name.name)
+        if outside := sorted(set(files) - set(going)):
+            staging.remove_dir(staged_dir)
+            shown = ["null" if key == _NULL_KEY else key for key in outside[:5]]
+            raise outside_rows_error(pipeline, span, ", ".join(shown))
         clock.lap("transform_write")
     except GateFailedError:
         raise
     except Exception as exc:  # the whole message: a DataError's says what to fix
-        for key in values:
+        for key in (k for k in values if k not in stopped):
             ledger.update(pipeline.name, tokens[key], status="failed", error=f"stage: {exc}"[:ERROR_CHARS])
         raise
     runs = []
@@ -225,6 +224,60 @@ def _stage(
 
 
 _PARTS = "wap_range_part_"  # temporary views of one range's per-partition results
+_NULL_KEY = "__HIVE_DEFAULT_PARTITION__"  # Spark's folder for a null partitionBy value
+QUARANTINED = "quarantined: "  # how the reason of a partition stopped by its gate or rejects starts
+
+
+def _range_result(
+    spark: Any,
+    pipeline: Pipeline,
+    table: Any,
+    span: PartitionRange,
+    going: dict[str, Partition],
+    bases: dict[str, tables.PublishedVersion | None],
+    whole: bool,
+    spans: bool,
+) -> Any:
+    """The staged result of the partitions `going`, keyed by `staging.RANGE_KEY`.
+
+    SQL that takes a span runs once, for the range, and each row's partition column says its
+    partition (rows of a partition stopped at its rejects are left out); SQL of one partition
+    runs once per partition, and the results are unioned. A merged table is one version: every
+    partition's changes merged in, under the first partition's key.
+    """
+    from pyspark.sql import functions as F
+
+    columns = list(pipeline.contract.columns)
+    first_key = key_of(span.first)
+    if whole:
+        reader = _reader(spark, pipeline, table, {span.first: bases[first_key]})
+        if spans:
+            changes = _transformed(spark, pipeline, span.first, span.last)
+        else:
+            changes = _union(spark, [_transformed(spark, pipeline, value) for value in going.values()])
+        return pipeline.publish.staged_result(changes, columns, reader).withColumn(staging.RANGE_KEY, F.lit(first_key))
+    if not spans:
+        parts = [
+            pipeline.publish.staged_result(
+                _transformed(spark, pipeline, value), columns, _reader(spark, pipeline, table, {value: bases[key]})
+            ).withColumn(staging.RANGE_KEY, F.lit(key))
+            for key, value in going.items()
+        ]
+        return _union(spark, parts)
+    changes = _transformed(spark, pipeline, span.first, span.last)
+    column = pipeline.partition_column
+    if column is None or column not in changes.columns:
+        raise DataError(
+            f"include/sql/{pipeline.sql} takes :first and :last but returns no {column}, the table's partition "
+            f"column, so its rows cannot be put in their partitions: no retry can help. Return {column}, then run "
+            f"the range again (wap run {pipeline.name} --from {first_key} --to {key_of(span.last)})."
+        )
+    reader = _reader(spark, pipeline, table, {value: bases[key] for key, value in going.items()})
+    result = pipeline.publish.staged_result(changes, columns, reader)
+    result = result.withColumn(staging.RANGE_KEY, F.date_format(F.col(column), span.grain.spark_key_format))
+    stopped = [key_of(p) for p in span.partitions() if key_of(p) not in going]
+    # A null key is kept: written under Hive's default partition, it is refused as outside the range.
+    return result.where(~F.coalesce(F.col(staging.RANGE_KEY).isin(stopped), F.lit(False))) if stopped else result
 
 
 def _union(spark: Any, parts: list[Any]) -> Any:
@@ -245,7 +298,7 @@ def _quarantine(
     **fields: Any,
 ) -> str:
     """Record one partition of the range as quarantined; the reason it stopped."""
-    return "quarantined: " + record_quarantine(runtime, pipeline, token, report, quarantine, fields)
+    return QUARANTINED + record_quarantine(runtime, pipeline, token, report, quarantine, fields)
 
 
 def _stop_all(
@@ -276,7 +329,9 @@ def _stop_all(
 
 def _stopped_message(pipeline: Pipeline, span: PartitionRange, stopped: dict[str, str], *, published: bool) -> str:
     shown = "\n".join(
-        f"  {key}: {reason} (wap quarantine show {pipeline.name} {key})" for key, reason in stopped.items()
+        f"  {key}: {reason}"
+        + (f" (wap quarantine show {pipeline.name} {key})" if reason.startswith(QUARANTINED) else "")
+        for key, reason in stopped.items()
     )
     rest = (
         "the others are published"

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # Columns `LandedFiles.read` adds to the declared ones.
 REJECT, OWN, FILE, RECORD, LATE, LANDED = "_reject", "_own", "_file", "_record", "_late_for", "_landed"
 _CORRUPT = "_corrupt_record"
+_SUSPECT, _KIND = "_suspect", "_kind"  # the JSON reader's own checks, dropped once the reason is known
 SAMPLE_REJECTS = 5
 # A line holding several JSON values, or an array, hides an unknown number of records: it
 # blocks the run whatever the source's tolerated share (the share counts lines).
@@ -213,8 +214,9 @@ def _kind_class(data_type: Any) -> str:
     return name if name in _KINDS else "string"
 
 
-def _kind_reasons(fields: list[Any], line: Any) -> list[tuple[Any, str]]:
-    """On a suspect line: the line as exact JSON (VARIANT), one object, each field of its kind."""
+def _kind_reason(fields: list[Any], line: Any) -> Any:
+    """On a suspect line: the line as exact JSON (VARIANT), one object, each field of its kind.
+    The first reason that holds, or null."""
     from pyspark.sql import functions as F
 
     wrapped = F.try_parse_json(F.concat(F.lit("["), line, F.lit("]")))  # one value: one item of an array
@@ -233,7 +235,17 @@ def _kind_reasons(fields: list[Any], line: Any) -> list[tuple[Any, str]]:
         if _kind_class(f.dataType) in ("integral", "fractional", "array", "object"):  # times: the conversions
             fits = F.try_variant_get(single, f"$['{f.name}']", f.dataType.simpleString()).isNotNull()
             found.append((given & ~fits, f"{f.name}: does not fit {f.dataType.simpleString()} (out of range?)"))
-    return found
+    return _first_reason(found)
+
+
+def _first_reason(reasons: list[tuple[Any, Any]]) -> Any:
+    """The reason (text, or a column of text) of the first condition that holds, or null."""
+    from pyspark.sql import functions as F
+
+    reason = F.lit(None).cast("string")
+    for when, why in reversed(reasons):
+        reason = F.when(when, why if not isinstance(why, str) else F.lit(why)).otherwise(reason)
+    return reason
 
 
 @dataclass(frozen=True)
@@ -294,16 +306,33 @@ class LandedFiles:
         return str(load_settings().landing_dir / self.dataset / f"dt={key_of(partition)}" / "[!_.]*")
 
     def read(
-        self, spark: SparkSession, partition: Partition, places: Places, last: Partition | None = None
+        self,
+        spark: SparkSession,
+        partition: Partition,
+        places: Places,
+        last: Partition | None = None,
+        refused: dict[str, str] | None = None,
     ) -> DataFrame:
         """Every record of the partition's folders (of a range's, to `last`): the declared
         columns, plus `_reject` (why the record cannot be used, or null), `_own` (it landed in
         the folder of a partition the run is for), `_landed` (that folder's key), `_late_for`
-        (an earlier partition it belongs to), `_file` and `_record` (its text as landed)."""
+        (an earlier partition it belongs to), `_file` and `_record` (its text as landed).
+
+        A folder `landed_files` refuses stops the read (`BadSourceError`); given `refused`, it
+        is left out instead, and its key and why are added to `refused`."""
         from pyspark.sql import functions as F
 
         root = places.landing_dir / self.dataset
-        files = landed_files(root, [Path(folder) for folder in self.folders(partition, places.landing_dir, last)])
+        folders = [Path(f) for f in self.folders(partition, places.landing_dir, last)]
+        if refused is None:
+            files = landed_files(root, folders)
+        else:
+            files = []
+            for folder in folders:
+                try:
+                    files += landed_files(root, [folder])
+                except BadSourceError as exc:
+                    refused[folder.name.removeprefix("dt=")] = str(exc)
         if not files:
             return spark.createDataFrame(
                 [],
@@ -318,10 +347,9 @@ class LandedFiles:
         grain = grain_of(partition)
         # Keys compare as text: ISO keys of one grain sort as their times do.
         first_key, last_key = F.lit(grain.key(partition)), F.lit(grain.key(last or partition))
-        landed_on = F.regexp_extract(F.col(FILE), r"/dt=(\d{4}-\d{2}-\d{2}(?:T\d{2})?)/", 1)
-        reason = F.lit(None).cast("string")
-        for when, why in reversed(reasons):  # the first matching reason wins
-            reason = F.when(when, F.lit(why)).otherwise(reason)
+        frame = frame.withColumn(LANDED, F.regexp_extract(F.col(FILE), r"/dt=(\d{4}-\d{2}-\d{2}(?:T\d{2})?)/", 1))
+        landed_on = F.col(LANDED)
+        reason = _first_reason(reasons)
         late_for = F.lit(None).cast("string")
         if self.event_time:
             happened_in = F.date_format(F.col(self.event_time), grain.spark_key_format)  # its partition's key
@@ -339,14 +367,16 @@ class LandedFiles:
             )
             # A usable record in a folder that happened in an earlier partition: late data for
             # that partition, which may have been published without it (see `Intake.late`).
-            late_for = F.when(reason.isNull() & (happened_in < landed_on), happened_in)
-        return frame.select(
+            late_for = F.when(F.col(REJECT).isNull() & (happened_in < landed_on), happened_in)
+        # Each stage a projection of its own: a check used by several others is computed once
+        # per record (Spark inlines a column into each expression of one projection that uses it).
+        return frame.select(*declared, LANDED, FILE, record.alias(RECORD), reason.alias(REJECT)).select(
             *declared,
-            reason.alias(REJECT),
+            REJECT,
             ((landed_on >= first_key) & (landed_on <= last_key)).alias(OWN),
-            landed_on.alias(LANDED),
-            F.col(FILE),
-            record.alias(RECORD),
+            LANDED,
+            FILE,
+            RECORD,
             late_for.alias(LATE),
         )
 
@@ -378,19 +408,21 @@ class LandedFiles:
         corrupt = F.col(f"_parsed.{_CORRUPT}")
         values, suspect, conversions = _json_type_checks(fields, line)
         all_null = reduce(and_, [F.col(f"_parsed.{name}").isNull() for name in declared])
-        reasons: list[tuple[Any, str]] = [
+        reasons: list[tuple[Any, Any]] = [
             (~F.is_valid_utf8(line) | (F.instr(line, "\ufffd") > 0), "text is not UTF-8"),
         ]
+        checked = parsed.select("value", FILE, "_parsed", *values, (suspect | corrupt.isNotNull()).alias(_SUSPECT))
         if not self.coerce:
-            kinds = _kind_reasons(fields, line)
-            reasons += [(F.coalesce((suspect | corrupt.isNotNull()) & when, F.lit(False)), why) for when, why in kinds]
+            # Parsed again as exact JSON only on a suspect line (a branch: the rest never parse twice).
+            kind = F.col(_KIND)
+            checked = checked.withColumn(_KIND, F.when(F.col(_SUSPECT), _kind_reason(fields, line)))
+            reasons.append((kind.isNotNull(), kind))
         reasons += [
             (corrupt.isNotNull() & all_null, "unparseable record"),
             (corrupt.isNotNull(), "malformed record: a field missing or not of its declared type"),
             *conversions,
         ]
-        frame = parsed.select("value", FILE, "_parsed", *values)
-        return frame, declared, reasons, line
+        return checked, declared, reasons, line
 
     def _read_csv(self, spark: SparkSession, paths: list[str]) -> tuple[DataFrame, list[str], list, Any]:
         from pyspark.sql import functions as F
@@ -558,6 +590,7 @@ class Intake:
     sample: list[dict[str, str]]  # a few rejects: file, reason, record
     max_rejected_share: float = 0.0
     late: dict[str, int] = field(default_factory=dict)  # earlier day -> its records in this day's folder
+    refused: str | None = None  # a folder the partition's run reads was refused (`landed_files`): why
 
     @property
     def rejected_total(self) -> int:
@@ -591,16 +624,31 @@ def take_in_range(
     One pass counts records and rejects by landed folder; a second, only when there are
     rejects, takes a sample of each partition's. Rejects from folders after the range (read
     only for their late records) are left to their own partition's run, which answers for
-    them. A range's records are read once and kept (persisted) for the transform's queries;
-    the kept frames are added to `kept`, for the caller to unpersist once it has written.
+    them. A range's records are read once and kept (persisted) for the transform (reading the
+    files again would check every record again); the kept frames are added to `kept`, for the
+    caller to unpersist once it has written.
     """
     from pyspark.sql import functions as F
 
     keys = [key_of(p) for p in span.partitions()]
+    late_folders = getattr(source, "late_folders", 0)
+
+    def reads(value: Partition) -> set[str]:  # what a run of this partition alone reads: its folder, the late ones
+        return {key_of(span.grain.next(value, n)) for n in range(late_folders + 1)}
+
     # A source's read of a range takes its last partition (a single partition's: no `last`).
-    frame = (
-        source.read(spark, span.first, places) if len(keys) == 1 else source.read(spark, span.first, places, span.last)
-    )
+    refused: dict[str, str] = {}
+    if len(keys) == 1:
+        frame = source.read(spark, span.first, places)
+    elif isinstance(source, LandedFiles):
+        # A folder refused outright stops the partitions whose own runs read it, not the range.
+        refusals: dict[str, str] = {}
+        frame = source.read(spark, span.first, places, span.last, refused=refusals)
+        for value, key in zip(span.partitions(), keys, strict=True):
+            if found := sorted(reads(value) & set(refusals)):
+                refused[key] = refusals[found[0]]
+    else:
+        frame = source.read(spark, span.first, places, span.last)
     if REJECT not in frame.columns:
         if len(keys) == 1:
             records = {keys[0]: frame.count()}
@@ -609,10 +657,12 @@ def take_in_range(
             counted = frame.groupBy(source.key_column(span.grain).alias("k")).count().collect()  # type: ignore[union-attr]
             records = {k: 0 for k in keys} | {k: n for k, n in counted if k in keys}
         return frame, None, {k: Intake(source.view, n, n, {}, []) for k, n in records.items()}
+    checked = frame  # every column; the rejects are taken from it (read again only if there are any)
     if len(keys) > 1:
         from pyspark.storagelevel import StorageLevel
 
-        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+        # Kept without the records' text and file: what the counts and the transform read.
+        frame = frame.drop(FILE, RECORD).persist(StorageLevel.MEMORY_AND_DISK)
         if kept is not None:
             kept.append(frame)
     try:
@@ -621,12 +671,12 @@ def take_in_range(
         if not isinstance(source, LandedFiles):
             raise
         raise _unreadable(exc, source) from exc
-    rejects = frame.where(F.col(OWN) & F.col(REJECT).isNotNull())
-    late_folders = getattr(source, "late_folders", 0)
+    rejects = checked.where(F.col(OWN) & F.col(REJECT).isNotNull())
     intakes = {}
     for value, key in zip(span.partitions(), keys, strict=True):
-        # A run of this partition alone reads its own folder and the late folders after it.
-        reads = {key_of(span.grain.next(value, n)) for n in range(late_folders + 1)}
+        if key in refused:
+            intakes[key] = Intake(source.view, 0, 0, {}, [], refused=refused[key])
+            continue
         rejected: dict[str, int] = {}
         late: dict[str, int] = {}
         for landed, reason, late_for, count in counts:
@@ -647,7 +697,7 @@ def take_in_range(
             ]
         intakes[key] = Intake(
             source=source.view,
-            records=sum(n for landed, *_, n in counts if landed in reads),
+            records=sum(n for landed, *_, n in counts if landed in reads(value)),
             own_records=sum(n for landed, *_, n in counts if landed == key),
             rejected=rejected,
             sample=sample,

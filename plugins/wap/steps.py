@@ -19,7 +19,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 from wap import audit as gate
 from wap import sources, staging, tables
 from wap.errors import DataError, GateFailedError, PartitionChangedError, SupersededError
-from wap.partition import Partition, from_key, key_of
+from wap.partition import Partition, PartitionRange, from_key, key_of
 from wap.pipeline import Pipeline
 from wap.runtime import Runtime
 
@@ -118,7 +118,7 @@ def stage(
             _quarantined(runtime, pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {}, checked)
         result = _transformed(spark, pipeline, partition)
         result = pipeline.publish.staged_result(
-            result, list(contract.columns), _reader(spark, pipeline, table, partition, base)
+            result, list(contract.columns), _reader(spark, pipeline, table, {partition: base})
         )
         if contract.on_added_column == "allow":
             added = [f for f in gate.check_contract(result, contract) if f.check == gate.ADDED]
@@ -179,7 +179,19 @@ def audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> st
         else []
     )
     # The count, the checksum and the checks in one aggregation when the data is good.
-    report, values = gate.audit(frame, suite, also=staging.checksum_aggregates(frame), recent_rows=recent)
+    also = staging.checksum_aggregates(frame)
+    column = pipeline.partition_column
+    spans = pipeline.sql_spans and column in frame.columns and pipeline.publish.replaces(partition) is not None
+    if spans:  # SQL over a span may return rows of other partitions: none may be staged here
+        from pyspark.sql import functions as F
+
+        also[_OUTSIDE] = F.count_if(~F.col(f"`{column}`").eqNullSafe(F.lit(partition)))
+    report, values = gate.audit(frame, suite, also=also, recent_rows=recent)
+    if spans and (outside := int(values.pop(_OUTSIDE) or 0)):
+        staging.remove_dir(staged.staged_dir)
+        error = outside_rows_error(pipeline, PartitionRange(partition, partition), f"{outside} rows")
+        ledger.update(pipeline.name, staged.run_token, status="failed", error=str(error)[:ERROR_CHARS])
+        raise error
     report.findings[:0] = [gate.Finding(**f) for f in staged.findings]
     rows_out, checksum = staging.format_checksum(values)
     clock.lap("gate")
@@ -317,14 +329,18 @@ def publish(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> 
     return {"status": status, "snapshot_id": snapshot_id, "partition": staged.partition, "rows": staged.rows_out}
 
 
-def _transformed(spark: Any, pipeline: Pipeline, partition: Partition) -> Any:
-    """The pipeline's SQL on the partition's views. SQL that Spark cannot analyse (a column
-    that does not exist, a syntax error) is a `DataError`: the same SQL fails every retry."""
+def _transformed(spark: Any, pipeline: Pipeline, partition: Partition, last: Partition | None = None) -> Any:
+    """The pipeline's SQL on the views of the partition (of the span to `last`, for SQL that
+    takes one: `Pipeline.sql_spans`). SQL that Spark cannot analyse (a column that does not
+    exist, a syntax error) is a `DataError`: the same SQL fails every retry."""
     from pyspark.errors import AnalysisException  # also the base of Spark Connect's
 
+    # Spark binds a date as a DATE (daily) and an hour's start as a TIMESTAMP (hourly).
+    args = {"first": partition, "last": last or partition, "partition": partition}
+    if last is not None and not pipeline.sql_spans:
+        raise ValueError(f"include/sql/{pipeline.sql} takes :partition, one partition: run it once per partition")
     try:
-        # Spark binds a date as a DATE (daily) and an hour's start as a TIMESTAMP (hourly).
-        result = spark.sql(pipeline.sql_text(), args={"partition": partition})
+        result = spark.sql(pipeline.sql_text(), args=args)
         result.schema  # noqa: B018 -- analysed now: Spark Connect analyses lazily
     except AnalysisException as exc:
         raise DataError(
@@ -335,16 +351,32 @@ def _transformed(spark: Any, pipeline: Pipeline, partition: Partition) -> Any:
     return result
 
 
+_OUTSIDE = "_wap_outside"  # the audit's count of rows not of the run's partition
+
+
+def outside_rows_error(pipeline: Pipeline, span: PartitionRange, which: str) -> DataError:
+    """SQL that takes :first and :last gave rows of partitions the run is not for."""
+    first, last = key_of(span.first), key_of(span.last)
+    return DataError(
+        f"include/sql/{pipeline.sql} returned rows whose {pipeline.partition_column} is outside the run's "
+        f"partitions {first} to {last} ({which}): a SQL that takes :first and :last must keep only the rows of "
+        "those partitions, each with its partition in that column, so no retry can help. Fix the SQL, then run "
+        f"again (wap run {pipeline.name} --from {first} --to {last})."
+    )
+
+
 def _reader(
-    spark: Any, pipeline: Pipeline, table: Any, partition: Partition, base: tables.PublishedVersion | None
+    spark: Any, pipeline: Pipeline, table: Any, bases: dict[Partition, tables.PublishedVersion | None]
 ) -> Callable[[], Any]:
-    """Reads what the run replaces as of the version `base` (its partition, or the whole table),
-    for a mode that builds on it; nothing is read unless the mode asks."""
+    """Reads what the run replaces as of each partition's version in `bases` (its partitions,
+    or the whole table), for a mode that builds on it; nothing is read unless the mode asks."""
 
     def read() -> Any:
-        scope = pipeline.publish.replaces(partition)
-        column = pipeline.partition_column if scope is not None else None
-        files = tables.partition_files(table, column, scope, as_of=base.snapshot_id) if base else []
+        files = []
+        for partition, base in bases.items():
+            scope = pipeline.publish.replaces(partition)
+            column = pipeline.partition_column if scope is not None else None
+            files += tables.partition_files(table, column, scope, as_of=base.snapshot_id) if base else []
         return spark.read.parquet(*map(staging.spark_uri, files)) if files else None
 
     return read
