@@ -3,6 +3,7 @@ for byte, the ledger says why, and Airflow does not retry."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -138,3 +139,57 @@ def test_an_expectation_that_errors_is_a_failure_not_a_pass(spark):
     assert len(findings) == 1
     assert findings[0].severity == "blocking"
     assert findings[0].column == "no_such_column"
+
+
+class CountedSpark:
+    """A runtime's Spark factory that counts the sessions asked for (the real session)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self):
+        from wap.spark import get_spark
+
+        self.calls += 1
+        return get_spark()
+
+
+def counted_runtime():
+    from conftest import session_runtime
+
+    counter = CountedSpark()
+    return dataclasses.replace(session_runtime(), spark_factory=counter), counter
+
+
+def test_a_passing_run_starts_spark_in_stage_alone(good_day, landed):
+    """The compiled checks are measured while staging writes its files: the audit of a
+    passing run judges from those values and starts no Spark session, nor does the publish."""
+    import datetime as dt
+
+    from silver_orders import ORDERS
+
+    from wap import steps
+
+    day = DAY + dt.timedelta(days=1)
+    started = {}
+    runtime, counter = counted_runtime()
+    staged = steps.stage(runtime, ORDERS, day, "manual__counted", 1)
+    started["stage"] = counter.calls
+    assert staged.measured is not None and staged.rows_out is None, "stage measures; the audit decides"
+    runtime, counter = counted_runtime()
+    audited = steps.audit(runtime, ORDERS, staged)
+    started["audit"] = counter.calls
+    runtime, counter = counted_runtime()
+    assert steps.publish(runtime, ORDERS, audited)["status"] == "published"
+    started["publish"] = counter.calls
+    assert started == {"stage": 1, "audit": 0, "publish": 0}
+
+    # Measured again from the files, as a run staged under another suite is: the same verdict,
+    # the same row count and checksum as the values observed while writing.
+    runtime, counter = counted_runtime()
+    restaged = steps.stage(runtime, ORDERS, day, "manual__remeasured", 1)
+    stale = dataclasses.replace(restaged, measured={**restaged.measured, "suite": "an-older-suite"})
+    again = steps.audit(runtime, ORDERS, stale)
+    assert counter.calls > 1, "the files were read again"
+    assert (again.rows_out, again.checksum) == (audited.rows_out, audited.checksum)
+    assert [a["success"] for a in again.assertions] == [a["success"] for a in audited.assertions]

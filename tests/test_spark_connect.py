@@ -8,7 +8,8 @@ this process (conftest's classic session); the Connect side in a fresh process
 folder with a copy of the same landed files, runs silver_orders and gold_daily_sales for a
 good day and silver_orders for a bad day (quarantined: GX re-evaluates the failed checks on
 the staged data for their counts and samples), then gates small frames with expectation
-types only GX evaluates (not compiled by `audit._compile`), passing and failing.
+types only GX evaluates (not compiled by `audit._compile`) and types the gate compiles
+(uniqueness passes, pairs, regex), passing and failing.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ BAD_ORDERS = {
     "expect_column_values_to_be_in_set(status)": (5, {"status": "refunded"}, ["refunded"]),
 }
 
-# Gate probes: a small frame and expectation types GX evaluates (the gate compiles none of
-# them, or not in this form), each meant to pass or to fail.
+# Gate probes: a small frame and expectation types GX evaluates or the gate compiles
+# (`COMPILED`), each meant to pass or to fail.
 PROBE_SCHEMA = "id STRING, a BIGINT, b BIGINT, d STRING, code STRING"
 PROBE_ROWS = [
     ["k1", 5, 3, "2024-01-01", "AB-1"],
@@ -75,6 +76,12 @@ FAILING = [
     (e("expect_column_mean_to_be_between", column="a", min_value=5, max_value=10), None),
     (e("expect_column_values_to_be_unique", column="id", mostly=0.9), 2),
 ]
+COMPILED = {
+    "expect_compound_columns_to_be_unique",
+    "expect_column_pair_values_a_to_be_greater_than_b",
+    "expect_column_values_to_match_regex",
+    "expect_column_values_to_be_unique",
+}
 PROBES = {
     "passing": {"schema": PROBE_SCHEMA, "rows": PROBE_ROWS, "expectations": PASSING},
     "failing": {"schema": PROBE_SCHEMA, "rows": PROBE_ROWS, "expectations": [x for x, _ in FAILING]},
@@ -245,12 +252,13 @@ def test_the_bad_day_is_quarantined_with_the_same_findings(sides):
             assert name in row["error"]
 
 
-def test_expectations_only_gx_evaluates_pass_and_fail_alike(sides):
+def test_expectations_pass_and_fail_alike(sides):
     from wap.audit import _compile
 
     types = dict(x.split(" ") for x in PROBE_SCHEMA.lower().split(", "))
     for expectation in [*PASSING, *(x for x, _ in FAILING)]:
-        assert _compile(expectation, "e0", types) is None, expectation
+        compiled = _compile(expectation, "e0", types) is not None
+        assert compiled == (expectation["type"] in COMPILED), expectation
     embedded, connect = sides["embedded"]["probes"], sides["connect"]["probes"]
     for name in PROBES:
         for probe in (embedded[name], connect[name]):

@@ -31,6 +31,8 @@ Python); and GX leaves the frame cached, which on a shared server outlives the t
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import json
 import os
 import statistics
@@ -620,52 +622,91 @@ def run_suite(df: DataFrame, expectations: list[dict[str, Any]], *, known_failed
 
 
 # ------------------------------------------------------------------ single-pass evaluation
+# The compiled checks are aggregates: one pass computes them all, and that pass can be the
+# staging write itself (`Gate.observe`: Spark's observed metrics of the write), so a passing
+# partition's gate reads nothing again. Uniqueness is not an aggregate Spark can observe
+# (no DISTINCT in observed metrics): it is a pass of its own over the key columns alone.
 _NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double")
-# (aggregates for the shared pass, aggregates for a pass of their own, verdict)
-Check = tuple[dict[str, Any], dict[str, Any], Callable[[dict[str, Any]], bool]]
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """A pass of its own: the rows whose `columns` values occur more than once, exactly.
+
+    `skip`: rows left out when `any` or `all` of the columns are null (GX's ignore rule).
+    Values: `<key>_n` rows considered, `<key>_u` rows in a group of two or more."""
+
+    key: str
+    columns: tuple[str, ...]
+    skip: str
+
+
+# (aggregate columns for the shared pass, built when measuring: a verdict needs no Spark;
+# a duplicates pass or None; the verdict on the measured values)
+Aggregates = Callable[[], dict[str, Any]]
+Check = tuple[Aggregates, Duplicates | None, Callable[[dict[str, Any]], bool]]
+
+
+def _share_ok(key: str, mostly: float) -> Callable[[dict[str, Any]], bool]:
+    def ok(values: dict[str, Any]) -> bool:
+        # GX: success when (1 - unexpected / considered) >= mostly; vacuous when none considered.
+        considered, unexpected = values[f"{key}_n"] or 0, values[f"{key}_u"] or 0
+        return considered == 0 or (1 - unexpected / considered) >= mostly
+
+    return ok
 
 
 def _compile(expectation: dict[str, Any], key: str, types: dict[str, str]) -> Check | None:
     """Aggregate columns and a verdict for one expectation, or None to leave it to GX.
 
     Only plain forms are compiled (no row_condition or other options); anything else,
-    and any column the data does not have, goes to GX.
+    and any column the data does not have, goes to GX. Nothing here touches Spark: the
+    aggregates are built when called.
     """
-    from pyspark.sql import functions as F
-
     kind, kwargs = expectation.get("type"), dict(expectation.get("kwargs") or {})
     mostly = float(kwargs.pop("mostly", 1.0))
     column = kwargs.pop("column", None)
-    if column is not None and column not in types:
+    named = [column] if column else [*(kwargs.get(k) for k in ("column_A", "column_B") if k in kwargs)]
+    named += list(kwargs.get("column_list") or [])
+    if any(not isinstance(c, str) or c not in types for c in named):
         return None
-    col: Any = F.col(f"`{column}`") if column else None  # set for every column expectation below
+    share_ok = _share_ok(key, mostly)
 
-    def share_ok(values: dict[str, Any]) -> bool:
-        # GX: success when (1 - unexpected / considered) >= mostly; vacuous when none considered.
-        considered, unexpected = values[f"{key}_n"], values[f"{key}_u"]
-        return considered == 0 or (1 - unexpected / considered) >= mostly
+    def unexpected(considered: Callable[[Any], Any], bad: Callable[[Any], Any]) -> Check:
+        """A check of the share of rows `considered` that are not `bad` (each given `F`, and
+        `column`'s Spark column)."""
+
+        def aggregates() -> dict[str, Any]:
+            from pyspark.sql import functions as F
+
+            col = F.col(f"`{column}`") if column else None
+            return {f"{key}_n": F.count_if(considered(col)), f"{key}_u": F.count_if(considered(col) & bad(col))}
+
+        return aggregates, None, share_ok
+
+    def not_null(col: Any) -> Any:
+        return col.isNotNull()
 
     if kind == "expect_table_row_count_to_be_between" and set(kwargs) <= {"min_value", "max_value"}:
         low, high = kwargs.get("min_value"), kwargs.get("max_value")
         if low is None and high is None:
             return None  # GX rejects this form; let it say so
-        aggregates = {f"{key}_rows": F.count(F.lit(1))}
         return (
-            aggregates,
-            {},
-            lambda v: (low is None or v[f"{key}_rows"] >= low) and (high is None or v[f"{key}_rows"] <= high),
+            lambda: {},  # the gate's own row count
+            None,
+            lambda v: (low is None or v["_gate_rows"] >= low) and (high is None or v["_gate_rows"] <= high),
         )
     if kind == "expect_column_values_to_not_be_null" and not kwargs:
-        return {f"{key}_n": F.count(F.lit(1)), f"{key}_u": F.count_if(col.isNull())}, {}, share_ok
-    if kind == "expect_column_values_to_be_unique" and not kwargs and mostly == 1.0:
-        # Unique iff non-null values = distinct values (GX ignores nulls). Distinct 64-bit
-        # hashes are cheaper to count than the values; a collision can only make a unique
-        # column look duplicated, and then GX's recheck of the failure decides. A pass of
-        # its own: Spark computes a distinct count by multiplying the rows every other
-        # aggregate of the same query would then see.
-        # (xxhash64 of a null is not null: keep nulls out explicitly.)
-        distinct = {f"{key}_d": F.count_distinct(F.when(col.isNotNull(), F.xxhash64(col)))}
-        return {f"{key}_nn": F.count(col)}, distinct, lambda v: v[f"{key}_nn"] == v[f"{key}_d"]
+        from pyspark.sql import functions as F
+
+        return unexpected(lambda col: F.lit(True), lambda col: col.isNull())
+    if kind == "expect_column_values_to_be_unique" and not kwargs:
+        return lambda: {}, Duplicates(key, (column,), "any"), share_ok
+    if kind == "expect_compound_columns_to_be_unique" and set(kwargs) <= {"column_list", "ignore_row_if"}:
+        skip = {"all_values_are_missing": "all", "any_value_is_missing": "any"}.get(
+            kwargs.get("ignore_row_if", "all_values_are_missing")
+        )
+        return None if skip is None else (lambda: {}, Duplicates(key, tuple(kwargs["column_list"]), skip), share_ok)
     if kind == "expect_column_values_to_be_between" and set(kwargs) <= {
         "min_value",
         "max_value",
@@ -678,115 +719,198 @@ def _compile(expectation: dict[str, Any], key: str, types: dict[str, str]) -> Ch
         )
         if not numeric or (low is None and high is None):
             return None
-        inside = F.lit(True)
-        if low is not None:
-            inside = inside & ((col > low) if kwargs.get("strict_min") else (col >= low))
-        if high is not None:
-            inside = inside & ((col < high) if kwargs.get("strict_max") else (col <= high))
-        return {f"{key}_n": F.count(col), f"{key}_u": F.count_if(col.isNotNull() & ~inside)}, {}, share_ok
+
+        def outside(col: Any) -> Any:
+            inside = col.isNotNull()
+            if low is not None:
+                inside = inside & ((col > low) if kwargs.get("strict_min") else (col >= low))
+            if high is not None:
+                inside = inside & ((col < high) if kwargs.get("strict_max") else (col <= high))
+            return ~inside
+
+        return unexpected(not_null, outside)
     if kind == "expect_column_value_lengths_to_be_between" and set(kwargs) <= {"min_value", "max_value"}:
         low, high = kwargs.get("min_value"), kwargs.get("max_value")
         if types[column] != "string" or (low is None and high is None):
             return None
-        length, inside = F.length(col), F.lit(True)
-        if low is not None:
-            inside = inside & (length >= low)
-        if high is not None:
-            inside = inside & (length <= high)
-        return {f"{key}_n": F.count(col), f"{key}_u": F.count_if(col.isNotNull() & ~inside)}, {}, share_ok
+
+        def wrong_length(col: Any) -> Any:
+            from pyspark.sql import functions as F
+
+            length, inside = F.length(col), col.isNotNull()
+            if low is not None:
+                inside = inside & (length >= low)
+            if high is not None:
+                inside = inside & (length <= high)
+            return ~inside
+
+        return unexpected(not_null, wrong_length)
     if kind == "expect_column_values_to_be_in_set" and set(kwargs) == {"value_set"}:
         values = list(kwargs["value_set"])
         if not values or not all(isinstance(x, str) for x in values) or types[column] != "string":
             return None
-        return {f"{key}_n": F.count(col), f"{key}_u": F.count_if(col.isNotNull() & ~col.isin(values))}, {}, share_ok
+        return unexpected(not_null, lambda col: ~col.isin(values))
+    if kind in _REGEX and set(kwargs) == {"regex"} and isinstance(kwargs["regex"], str):
+        if types[column] != "string":
+            return None
+        # GX on Spark: `rlike` (Java regex, a match anywhere in the value), nulls not considered.
+        regex, must = kwargs["regex"], _REGEX[kind]
+        return unexpected(not_null, lambda col: ~col.rlike(regex) if must else col.rlike(regex))
+    if kind in _PAIRS and set(kwargs) <= {"column_A", "column_B", *_PAIRS[kind]} and len(named) == 2:
+        if kwargs.get("ignore_row_if", "both_values_are_missing") != "both_values_are_missing":
+            return None
+        first, second, or_equal = kwargs["column_A"], kwargs["column_B"], bool(kwargs.get("or_equal"))
+
+        def pair() -> tuple[Any, Any]:
+            from pyspark.sql import functions as F
+
+            return F.col(f"`{first}`"), F.col(f"`{second}`")
+
+        def unpaired(_: Any) -> Any:
+            a, b = pair()
+            return a.isNotNull() | b.isNotNull()
+
+        def wrong(_: Any) -> Any:
+            # A row with one value missing is considered. GX on Spark: a pair with one null is
+            # unequal, but neither greater nor not greater (its condition is null: not unexpected).
+            from pyspark.sql import functions as F
+
+            a, b = pair()
+            if kind == "expect_column_pair_values_to_be_equal":
+                return ~F.coalesce(a == b, F.lit(False))
+            return F.coalesce(~((a >= b) if or_equal else (a > b)), F.lit(False))
+
+        return unexpected(unpaired, wrong)
     return None
 
 
-def _aggregate(df: DataFrame, aggregates: dict[str, Any]) -> dict[str, Any]:
+# Regex types: True when a value must match. Pair types: the options compiled.
+_REGEX = {"expect_column_values_to_match_regex": True, "expect_column_values_to_not_match_regex": False}
+_PAIRS = {
+    "expect_column_pair_values_to_be_equal": {"ignore_row_if"},
+    "expect_column_pair_values_a_to_be_greater_than_b": {"or_equal", "ignore_row_if"},
+}
+
+
+def _rows(df: DataFrame, aggregates: dict[str, Any]) -> dict[str, Any]:
     row = df.agg(*[column.alias(name) for name, column in aggregates.items()]).first()
     assert row is not None  # an aggregation without grouping has exactly one row
     return row.asDict()
 
 
-def _aggregate_by(df: DataFrame, by: str, keys: list[str], aggregates: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """`_aggregate` for each partition `by` names, in one grouped pass; a partition without
-    rows gets the values of an empty frame (counts 0, sums null), as its own run would."""
+def _grouped(df: DataFrame, by: str | None, aggregates: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+    """The aggregates over `df`, for each value of the column `by` (None: over all rows, key None)."""
+    if by is None:
+        return {None: _rows(df, aggregates)}
+    found = df.groupBy(by).agg(*[column.alias(name) for name, column in aggregates.items()]).collect()
+    return {row[by]: {name: row[name] for name in aggregates} for row in found}
+
+
+def count_duplicates(df: DataFrame, check: Duplicates, by: str | None = None) -> dict[Any, dict[str, Any]]:
+    """A `Duplicates` pass over `df` (its values for each value of `by`): one shuffle of the
+    key columns alone. Exact, unlike a count of distinct hashes, so it gives GX's unexpected
+    count too and `mostly` holds as GX's does."""
+    from functools import reduce
+
     from pyspark.sql import functions as F
 
-    values = {
-        row[by]: {name: row[name] for name in aggregates}
-        for row in df.groupBy(by).agg(*[column.alias(name) for name, column in aggregates.items()]).collect()
-    }
-    if missing := [k for k in keys if k not in values]:
-        empty = _aggregate(df.where(F.lit(False)), aggregates)
-        values |= {k: dict(empty) for k in missing}
-    return {k: values[k] for k in keys}
+    columns = [F.col(f"`{c}`") for c in check.columns]
+    missing = [c.isNull() for c in columns]
+    skipped = reduce((lambda x, y: x | y) if check.skip == "any" else (lambda x, y: x & y), missing)
+    keys = [by] if by else []
+    counts = df.where(~skipped).groupBy(*keys, *columns).agg(F.count(F.lit(1)).alias("_wap_n"))
+    n = F.col("_wap_n")
+    return _grouped(counts, by, {f"{check.key}_n": F.sum(n), f"{check.key}_u": F.sum(F.when(n > 1, n).otherwise(0))})
 
 
-def _compiled(
-    df: DataFrame, expectations: list[dict[str, Any]], also: dict[str, Any] | None
-) -> tuple[dict[int, Check], dict[str, Any], list[dict[str, Any]]]:
-    """The compilable checks, the aggregates of the shared pass, and the passes of their own."""
-    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
-    compiled: dict[int, Check] = {}
-    for i, expectation in enumerate(expectations):
-        check = _compile(expectation, f"e{i}", types)
-        if check is not None:
-            compiled[i] = check
-    shared = dict(also or {})
-    for parts, _, _ in compiled.values():
-        shared.update(parts)
-    return compiled, shared, [own for _, own, _ in compiled.values() if own]
+@dataclass
+class Gate:
+    """One suite's checks planned for frames of one shape: what to measure, and the verdicts.
 
+    `aggregates` are one pass (with the caller's `also`); `passes` are the duplicates passes.
+    Both can be measured over a frame at any time (`measure`), or the aggregates observed
+    while the frame is written (`observe`) and the passes run on the written key columns.
+    """
 
-def _verdicts(
-    df: DataFrame,
-    expectations: list[dict[str, Any]],
-    compiled: dict[int, Check],
-    values: dict[str, Any],
-) -> list[Finding]:
-    """The findings of one frame, given its aggregated values: compiled checks that failed are
-    confirmed (with samples) by GX, which also runs every expectation not compiled."""
-    failed = [expectations[i] for i, (_, _, verdict) in compiled.items() if not verdict(values)]
-    others = [e for i, e in enumerate(expectations) if i not in compiled]
-    return run_suite(df, failed, known_failed=True) + run_suite(df, others)
+    expectations: list[dict[str, Any]]
+    compiled: dict[int, Check]
+    also: dict[str, Any]  # the caller's aggregates, by name (values None: judging only)
+    passes: list[Duplicates]
+
+    @classmethod
+    def plan(
+        cls, expectations: list[dict[str, Any]], types: dict[str, str], also: dict[str, Any] | None = None
+    ) -> Gate:
+        compiled: dict[int, Check] = {}
+        for i, expectation in enumerate(expectations):
+            check = _compile(expectation, f"e{i}", types)
+            if check is not None:
+                compiled[i] = check
+        passes = [own for _, own, _ in compiled.values() if own is not None]
+        return cls(expectations, compiled, dict(also or {}), passes)
+
+    @property
+    def aggregates(self) -> dict[str, Any]:
+        """The aggregate columns of the shared pass (built now: this needs Spark)."""
+        from pyspark.sql import functions as F
+
+        aggregates = {"_gate_rows": F.count(F.lit(1)), **self.also}
+        for parts, _, _ in self.compiled.values():
+            aggregates.update(parts())
+        return aggregates
+
+    @property
+    def key_columns(self) -> list[str]:
+        """The columns the duplicates passes read."""
+        return sorted({c for check in self.passes for c in check.columns})
+
+    def observe(self, df: DataFrame) -> tuple[DataFrame, Callable[[], dict[str, Any]]]:
+        """`df` with the aggregates observed: write it, then call the second value for them."""
+        from pyspark.sql import Observation
+
+        observation = Observation("wap_gate")
+        observed = df.observe(observation, *[column.alias(name) for name, column in self.aggregates.items()])
+        return observed, lambda: dict(observation.get)
+
+    def measure(self, df: DataFrame, by: str | None = None) -> dict[Any, dict[str, Any]]:
+        """The aggregates and the passes over `df` (for each value of `by`), read from it."""
+        values = _grouped(df, by, self.aggregates)
+        return self.count(df, values, by)
+
+    def count(
+        self, df: DataFrame | None, values: dict[Any, dict[str, Any]], by: str | None = None
+    ) -> dict[Any, dict[str, Any]]:
+        """`values` with the duplicates passes over `df` added (None, or a group without rows: none found)."""
+        for check in self.passes:
+            counted = count_duplicates(df, check, by) if df is not None else {}
+            for key in values:
+                values[key].update(counted.get(key) or {f"{check.key}_n": 0, f"{check.key}_u": 0})
+        return values
+
+    def findings(self, values: dict[str, Any], frame: Callable[[], DataFrame]) -> list[Finding]:
+        """The findings, given the measured values: compiled checks that failed are confirmed
+        (with samples) by GX, which also runs every expectation not compiled. `frame` gives
+        the data for GX, and is called only when GX has something to run."""
+        failed = [self.expectations[i] for i, (_, _, verdict) in self.compiled.items() if not verdict(values)]
+        others = [e for i, e in enumerate(self.expectations) if i not in self.compiled]
+        if not failed and not others:
+            return []
+        df = frame()
+        return run_suite(df, failed, known_failed=True) + run_suite(df, others)
 
 
 def evaluate(
     df: DataFrame, expectations: list[dict[str, Any]], also: dict[str, Any] | None = None
 ) -> tuple[list[Finding], dict[str, Any]]:
-    """All expectations, the compilable ones in one aggregation with `also`'s columns.
-
-    Returns the findings and the values of `also` (e.g. a row count and checksum).
-    """
-    compiled, shared, own = _compiled(df, expectations, also)
-    values = _aggregate(df, shared) if shared else {}
-    for aggregates in own:
-        values.update(_aggregate(df, aggregates))
-    findings = _verdicts(df, expectations, compiled, values)
-    return findings, {name: values[name] for name in also or {}}
+    """All expectations over `df`: the compilable ones in one aggregation with `also`'s
+    columns. Returns the findings and the values of `also` (e.g. a row count and checksum)."""
+    gate = Gate.plan(expectations, _types(df), also)
+    values = gate.measure(df)[None]
+    return gate.findings(values, lambda: df), {name: values[name] for name in also or {}}
 
 
-def evaluate_by(
-    df: DataFrame, by: str, keys: list[str], expectations: list[dict[str, Any]], also: dict[str, Any] | None = None
-) -> dict[str, tuple[list[Finding], dict[str, Any]]]:
-    """`evaluate` for each partition of a range, `df`'s rows being the partition named by
-    the column `by`: the compiled checks of every partition in one grouped aggregation (and
-    one per uniqueness check); GX only for a partition whose compiled checks failed, or for
-    expectations it cannot compile, on that partition's rows alone."""
-    from pyspark.sql import functions as F
-
-    rows = df.drop(by)
-    compiled, shared, own = _compiled(rows, expectations, also)
-    values = _aggregate_by(df, by, keys, {"_gate_rows": F.count(F.lit(1)), **shared})
-    for aggregates in own:
-        for key, more in _aggregate_by(df, by, keys, aggregates).items():
-            values[key].update(more)
-    results = {}
-    for key in keys:
-        findings = _verdicts(df.where(F.col(by) == key).drop(by), expectations, compiled, values[key])
-        results[key] = (findings, {name: values[key][name] for name in ["_gate_rows", *(also or {})]})
-    return results
+def _types(df: DataFrame) -> dict[str, str]:
+    return {f.name: f.dataType.simpleString() for f in df.schema.fields}
 
 
 def _raised(exception_info: Any) -> str | None:
@@ -802,29 +926,50 @@ def _raised(exception_info: Any) -> str | None:
     return None
 
 
+def suite_digest(suite: dict[str, Any]) -> str:
+    """What a measurement was planned from: the suite's expectations and contract."""
+    meta = suite.get("meta", {})
+    planned = {"expectations": suite.get("expectations"), "contract": meta.get("contract")}
+    return hashlib.sha256(json.dumps(planned, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan_for(df: DataFrame, suite: dict[str, Any], also: dict[str, Any] | None = None) -> tuple[list[Finding], Gate]:
+    """The contract's findings on `df`'s schema (no data read) and the gate's plan for `df`:
+    with a blocking contract finding the expectations are meaningless, and only `also` is measured."""
+    contract = check_contract(df, load_contract(suite))
+    broken = any(f.severity == BLOCKING for f in contract)
+    return contract, Gate.plan([] if broken else suite["expectations"], _types(df), also)
+
+
+def judge(
+    suite: dict[str, Any],
+    contract: list[Finding],
+    gate: Gate,
+    values: dict[str, Any],
+    frame: Callable[[], DataFrame],
+    recent_rows: list[int] | None = None,
+) -> tuple[AuditReport, dict[str, Any]]:
+    """The gate's report from measured `values` (`Gate.measure` or `Gate.observe`): the
+    contract's findings, the suite's, then the volume against `recent_rows` (the table's
+    recent partitions' counts). Returns it with the values of the caller's `also`."""
+    findings = list(contract) + gate.findings(values, frame)
+    rows = int(values["_gate_rows"])
+    findings += check_volume(rows, recent_rows or [], suite.get("meta", {}).get("volume"))
+    return AuditReport(rows=rows, findings=findings), {name: values[name] for name in gate.also}
+
+
 def audit(
     df: DataFrame,
     suite: dict[str, Any],
     also: dict[str, Any] | None = None,
     recent_rows: list[int] | None = None,
 ) -> tuple[AuditReport, dict[str, Any]]:
-    """The gate: contract first (a broken schema makes expectations meaningless), then the
-    suite, then the volume against `recent_rows` (the table's recent partitions' counts).
-
-    `also`: more aggregate columns to compute in the same pass (returned by name).
+    """The gate over `df`, read once for the aggregates (plus once per duplicates pass):
+    contract first (a broken schema makes expectations meaningless), then the suite, then
+    the volume. `also`: more aggregate columns to compute in the same pass (returned by name).
     """
-    from pyspark.sql import functions as F
-
-    aggregates = {"_gate_rows": F.count(F.lit(1)), **(also or {})}
-    findings = check_contract(df, load_contract(suite))
-    if any(f.severity == BLOCKING for f in findings):
-        values = _aggregate(df, aggregates)
-    else:
-        more, values = evaluate(df, suite["expectations"], aggregates)
-        findings += more
-    rows = int(values.pop("_gate_rows"))
-    findings += check_volume(rows, recent_rows or [], suite.get("meta", {}).get("volume"))
-    return AuditReport(rows=rows, findings=findings), values
+    contract, gate = plan_for(df, suite, also)
+    return judge(suite, contract, gate, gate.measure(df)[None], lambda: df, recent_rows)
 
 
 def audit_by(
@@ -835,7 +980,10 @@ def audit_by(
     also: dict[str, Any] | None = None,
     live_rows: dict[str, int] | None = None,
 ) -> dict[str, tuple[AuditReport, dict[str, Any]]]:
-    """`audit` for each partition of a range run in one pass (`evaluate_by`), each partition
+    """`audit` for each partition of a range run, `df`'s rows being the partition named by
+    the column `by`: the compiled checks of every partition in one grouped aggregation (and
+    one per duplicates pass); GX only for a partition whose compiled checks failed, or for
+    expectations it cannot compile, on that partition's rows alone. Each partition is
     judged as a run of it alone would be.
 
     `live_rows`: the row count of each live partition of the table. The volume of partition
@@ -844,26 +992,25 @@ def audit_by(
     """
     from pyspark.sql import functions as F
 
-    contract = check_contract(df.drop(by), load_contract(suite))
-    if any(f.severity == BLOCKING for f in contract):
-        aggregated = _aggregate_by(df, by, keys, {"_gate_rows": F.count(F.lit(1)), **(also or {})})
-        evaluated = {k: (list(contract), aggregated[k]) for k in keys}
-    else:
-        evaluated = {
-            k: (contract + findings, values)
-            for k, (findings, values) in evaluate_by(df, by, keys, suite["expectations"], also).items()
-        }
+    rows = df.drop(by)
+    contract, gate = plan_for(rows, suite, also)
+    measured = gate.measure(df, by)
+    if missing := [k for k in keys if k not in measured]:  # a partition without rows: an empty frame's values
+        empty = gate.measure(rows.where(F.lit(False)))[None]
+        measured |= {k: dict(empty) for k in missing}
+
+    def rows_of(key: str) -> DataFrame:
+        return df.where(F.col(by) == key).drop(by)
+
     rule = suite.get("meta", {}).get("volume")
     live = dict(live_rows or {})
     reports = {}
     for key in keys:  # keys in order: the volume of each depends on the ones before
-        findings, values = evaluated[key]
-        rows = int(values.pop("_gate_rows"))
         recent = [n for _, n in sorted(((k, n) for k, n in live.items() if k < key), reverse=True)]
         if rule:
             recent = recent[: int(rule.get("recent_partitions", 7))]
-        report = AuditReport(rows=rows, findings=findings + check_volume(rows, recent, rule))
+        report, values = judge(suite, contract, gate, measured[key], functools.partial(rows_of, key), recent)
         if report.passed:
-            live[key] = rows
+            live[key] = report.rows or 0
         reports[key] = (report, values)
     return reports

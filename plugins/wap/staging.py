@@ -61,7 +61,11 @@ class StagedRun:
     # What the stage step found before the gate (rejected records, dropped added columns):
     # findings in `audit.Finding` form, reported with the gate's own.
     findings: list[dict[str, Any]] = field(default_factory=list)
-    # Measured on the staged files by the audit, which reads them anyway.
+    # What the gate needs, measured while the files were written (`audit.Gate.observe`):
+    # the suite's digest and the column types it was planned for, the contract's findings
+    # and the measured values. The audit judges from these without reading the files.
+    measured: dict[str, Any] | None = None
+    # Set by the audit from the measured values: what publish records.
     rows_out: int | None = None
     checksum: str | None = None
     # Every check the gate ran, passed or not (`audit.assertions`), for lineage.

@@ -125,7 +125,7 @@ def stage(
             result = result.drop(*[f.column for f in added if f.column])
             findings += added
         staged_dir = staging.partition_dir(table.location(), "data", pipeline.partition_column, partition, token)
-        files = staging.write_staged(result, staged_dir)
+        files, measured = _write_measured(spark, pipeline, partition, result, staged_dir)
         clock.lap("transform_write")
         staged = staging.StagedRun(
             **attempt,
@@ -135,6 +135,7 @@ def stage(
             base_snapshot=base.snapshot_id if base else None,
             late_for=sorted({day for i in intakes.values() for day in i["late"]}),
             findings=[dataclasses.asdict(f) for f in findings],
+            measured=measured,
         )
     except GateFailedError:
         raise
@@ -154,22 +155,50 @@ def stage(
     return staged
 
 
+def _write_measured(
+    spark: Any, pipeline: Pipeline, partition: Partition, result: Any, staged_dir: str
+) -> tuple[list[str], dict[str, Any]]:
+    """Write the staged files and measure what the gate needs in the same pass: the compiled
+    checks, the row count and checksum observed while writing (`audit.Gate.observe`), the
+    uniqueness checks over the written key columns alone. The staged files and the measure."""
+    suite = gate.load_suite(pipeline.suite)
+    also = staging.checksum_aggregates(result)
+    column = pipeline.partition_column
+    if pipeline.sql_spans and column in result.columns and pipeline.publish.replaces(partition) is not None:
+        # SQL over a span may return rows of other partitions: none may be staged here.
+        from pyspark.sql import functions as F
+
+        also[_OUTSIDE] = F.count_if(~F.col(f"`{column}`").eqNullSafe(F.lit(partition)))
+    contract, plan = gate.plan_for(result, suite, also)
+    observed, values_of = plan.observe(result)
+    files = staging.write_staged(observed, staged_dir)
+    written = spark.read.parquet(*map(staging.spark_uri, files)).select(*plan.key_columns) if files else None
+    values = plan.count(written, {None: values_of()})[None]
+    if outside := int(values.pop(_OUTSIDE, 0) or 0):
+        staging.remove_dir(staged_dir)
+        raise outside_rows_error(pipeline, PartitionRange(partition, partition), f"{outside} rows")
+    types = {f.name: f.dataType.simpleString() for f in result.schema.fields}
+    return files, {
+        "suite": gate.suite_digest(suite),
+        "types": types,
+        "contract": [dataclasses.asdict(f) for f in contract],
+        "values": values,
+    }
+
+
 @_held
 def audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> staging.StagedRun:
-    """Measure and gate the staged files; return the run with its row count and checksum.
+    """Gate the staged files; return the run with its row count and checksum.
 
-    A passing partition costs one read of the staged files, plus one per uniqueness check
-    (see `audit.evaluate`); on a blocking failure, the files are quarantined and
-    `GateFailedError` raised.
+    A passing partition whose compiled checks were measured while it was staged reads
+    nothing and starts no Spark session; GX reads the staged files only for what it must
+    judge (a compiled check that failed, for its samples, or a type the gate does not
+    compile). A run staged under another suite than today's is measured again from its
+    files. On a blocking failure, the files are quarantined and `GateFailedError` raised.
     """
     ledger = runtime.ledger
     clock = _Clock()
     partition = from_key(staged.partition)
-    spark = runtime.spark()
-    if staged.files:
-        frame = spark.read.parquet(*map(staging.spark_uri, staged.files))
-    else:  # nothing written at all: gate an empty partition of the contract's shape
-        frame = spark.createDataFrame([], ", ".join(f"`{c}` {t}" for c, t in pipeline.contract.columns.items()))
     table = tables.load_table(pipeline.table, runtime.catalog)
     suite = gate.load_suite(pipeline.suite)
     volume = suite.get("meta", {}).get("volume")
@@ -178,31 +207,35 @@ def audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> st
         if volume and pipeline.partition_column
         else []
     )
-    # The count, the checksum and the checks in one aggregation when the data is good.
-    also = staging.checksum_aggregates(frame)
-    column = pipeline.partition_column
-    spans = pipeline.sql_spans and column in frame.columns and pipeline.publish.replaces(partition) is not None
-    if spans:  # SQL over a span may return rows of other partitions: none may be staged here
-        from pyspark.sql import functions as F
 
-        also[_OUTSIDE] = F.count_if(~F.col(f"`{column}`").eqNullSafe(F.lit(partition)))
-    report, values = gate.audit(frame, suite, also=also, recent_rows=recent)
-    if spans and (outside := int(values.pop(_OUTSIDE) or 0)):
-        staging.remove_dir(staged.staged_dir)
-        error = outside_rows_error(pipeline, PartitionRange(partition, partition), f"{outside} rows")
-        ledger.update(pipeline.name, staged.run_token, status="failed", error=str(error)[:ERROR_CHARS])
-        raise error
+    @functools.cache
+    def frame() -> Any:
+        spark = runtime.spark()
+        if staged.files:
+            return spark.read.parquet(*map(staging.spark_uri, staged.files))
+        # nothing written at all: gate an empty partition of the contract's shape
+        return spark.createDataFrame([], ", ".join(f"`{c}` {t}" for c, t in pipeline.contract.columns.items()))
+
+    measured = staged.measured
+    if measured is not None and measured["suite"] == gate.suite_digest(suite):
+        contract = [gate.Finding(**f) for f in measured["contract"]]
+        broken = any(f.severity == gate.BLOCKING for f in contract)
+        plan = gate.Gate.plan([] if broken else suite["expectations"], measured["types"])
+        report, _ = gate.judge(suite, contract, plan, measured["values"], frame, recent)
+        values = measured["values"]  # the checksum's too
+    else:  # staged before the suite changed: measure it again, as it is now
+        report, values = gate.audit(frame(), suite, also=staging.checksum_aggregates(frame()), recent_rows=recent)
     report.findings[:0] = [gate.Finding(**f) for f in staged.findings]
     rows_out, checksum = staging.format_checksum(values)
     clock.lap("gate")
     log.info("%s", report.summary())
     checked = gate.assertions(suite, report.findings)
-    measured = dataclasses.replace(staged, rows_out=rows_out, checksum=checksum, assertions=checked)
+    measured_run = dataclasses.replace(staged, rows_out=rows_out, checksum=checksum, assertions=checked)
     fields: dict[str, Any] = {"rows_out": rows_out, "checksum": checksum}
     if report.passed:
         details = {"audit": report.to_dict(), "seconds_audit": clock.seconds}
         ledger.update(pipeline.name, staged.run_token, **fields, details=details)
-        return measured
+        return measured_run
     quarantine = staging.partition_dir(
         table.location(), "quarantine", pipeline.partition_column, partition, staged.run_token
     )
