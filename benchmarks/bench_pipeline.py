@@ -31,11 +31,13 @@ class SyntheticOrders:
         return silver_rows(spark, rows, partition, int(os.environ.get("BENCH_SYNTH_VARIANT", "0")))
 
 
-def bench_pipeline() -> Pipeline:
+def bench_pipeline(compound: bool = False) -> Pipeline:
+    """The example's suite, or (`compound`) the same with a compound uniqueness check."""
     return Pipeline(
-        name="bench_orders",
-        table="bench.orders",
+        name="bench_orders_compound" if compound else "bench_orders",
+        table="bench.orders_compound" if compound else "bench.orders",
         sql=str(HERE / "bench_orders.sql"),  # absolute: read from here, not include/sql
-        suite="silver.orders.json",
+        # absolute: read from here, not expectations/
+        suite=str(HERE / "compound_suite.json") if compound else "silver.orders.json",
         sources=(SyntheticOrders(),),
     )

@@ -21,10 +21,11 @@ def test_quick_benchmarks_produce_every_figure(data_dir, spark, tmp_path):
     assert set(sections) == set(benchmarks.SECTIONS)
     ratios = [
         sections["publish"]["ratio"],
-        *(r["ratio"] for r in sections["wap"]["sizes"]),
-        *(r["gate_rows_per_s"] for r in sections["wap"]["sizes"]),
+        *(r[k] for r in sections["wap"]["sizes"] + sections["wap"]["compound"] for k in ("ratio", "gate_rows_per_s")),
         sections["backfill"]["ratio"],
         sections["backfill"]["ratio_cold_session_per_task"],
+        sections["airflow"]["outside_steps_s"],
+        sections["airflow"]["ratio_fork_vs_thread"],
         sections["memory"]["ratio"],
         sections["parse"]["ratio"],
         *(r[k] for r in sections["ranges"]["sizes"] for k in ("ratio_range_dag", "ratio_per_day", "ratio_range_steps")),
@@ -56,9 +57,11 @@ def test_quick_benchmarks_produce_every_figure(data_dir, spark, tmp_path):
         assert len(commits["iceberg_upsert"]) == (config["repeats"] if row["iceberg_upsert_s"] else 0)
         for ids in commits.values():
             assert len(set(ids)) == len(ids), commits
-    publishes = [p for r in sections["wap"]["sizes"] for p in r["publishes"]]
-    publishes += sections["memory"]["sizes"] + backfill["per_day"]
-    assert len(publishes) == len(config["wap"]) * config["repeats"] + len(config["memory"]) + backfill["days"]
+    publishes = [p for r in sections["wap"]["sizes"] + sections["wap"]["compound"] for p in r["publishes"]]
+    publishes += sections["memory"]["sizes"] + backfill["per_day"] + sections["airflow"]["per_day"]
+    wap_sizes = len(config["wap"]) + len(config["wap_compound"])
+    runs = backfill["days"] + config["airflow_days"]
+    assert len(publishes) == wap_sizes * config["repeats"] + len(config["memory"]) + runs
     assert {p["status"] for p in publishes} == {"published"}, publishes
     snapshots = [p["snapshot_id"] for p in publishes]
     assert len(set(snapshots)) == len(snapshots), snapshots

@@ -125,8 +125,7 @@ def stage(
             result = result.drop(*[f.column for f in added if f.column])
             findings += added
         staged_dir = staging.partition_dir(table.location(), "data", pipeline.partition_column, partition, token)
-        files, measured = _write_measured(spark, pipeline, partition, result, staged_dir)
-        clock.lap("transform_write")
+        files, measured = _write_measured(spark, pipeline, partition, result, staged_dir, clock)
         staged = staging.StagedRun(
             **attempt,
             staged_dir=staged_dir,
@@ -156,11 +155,12 @@ def stage(
 
 
 def _write_measured(
-    spark: Any, pipeline: Pipeline, partition: Partition, result: Any, staged_dir: str
+    spark: Any, pipeline: Pipeline, partition: Partition, result: Any, staged_dir: str, clock: _Clock
 ) -> tuple[list[str], dict[str, Any]]:
     """Write the staged files and measure what the gate needs in the same pass: the compiled
     checks, the row count and checksum observed while writing (`audit.Gate.observe`), the
-    uniqueness checks over the written key columns alone. The staged files and the measure."""
+    uniqueness checks over the written key columns alone (clock: `transform_write`, then
+    `measure`). The staged files and the measure."""
     suite = gate.load_suite(pipeline.suite)
     also = staging.checksum_aggregates(result)
     column = pipeline.partition_column
@@ -172,8 +172,10 @@ def _write_measured(
     contract, plan = gate.plan_for(result, suite, also)
     observed, values_of = plan.observe(result)
     files = staging.write_staged(observed, staged_dir)
+    clock.lap("transform_write")
     written = spark.read.parquet(*map(staging.spark_uri, files)).select(*plan.key_columns) if files else None
     values = plan.count(written, {None: values_of()})[None]
+    clock.lap("measure")
     if outside := int(values.pop(_OUTSIDE, 0) or 0):
         staging.remove_dir(staged_dir)
         raise outside_rows_error(pipeline, PartitionRange(partition, partition), f"{outside} rows")
