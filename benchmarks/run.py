@@ -995,8 +995,9 @@ def write_report(results: dict, out: Path) -> None:
             ("6", "DAG parse / minimal DAG (worst file)", s["parse"]["ratio"], TARGETS["dag_parse_vs_minimal"], False)
         )
     for num, name, value, target, higher in rows:
-        shown = f"{value:,.0f}" if higher else f"{value:.2f}x"
-        bound = f"≥ {target:,.0f}" if higher else f"≤ {target}x"
+        unit = " s" if name.startswith("dag.test seconds") or name.startswith("same, lineage") else "x"
+        shown = f"{value:,.0f}" if higher else f"{value:.2f}{unit}"
+        bound = f"≥ {target:,.0f}" if higher else f"≤ {target}{unit}"
         lines.append(f"| {num} | {name} | {shown} | {bound} | {verdict(value, target, higher)} |")
     if "publish" in s:
         lines += [
