@@ -838,6 +838,7 @@ class Gate:
     """
 
     expectations: list[dict[str, Any]]
+    types: dict[str, str]  # the frame's column types it was planned for
     compiled: dict[int, Check]
     also: dict[str, Any]  # the caller's aggregates, by name (values None: judging only)
     passes: list[Duplicates]
@@ -852,7 +853,7 @@ class Gate:
             if check is not None:
                 compiled[i] = check
         passes = [own for _, own, _ in compiled.values() if own is not None]
-        return cls(expectations, compiled, dict(also or {}), passes)
+        return cls(expectations, dict(types), compiled, dict(also or {}), passes)
 
     @property
     def aggregates(self) -> dict[str, Any]:
