@@ -13,9 +13,11 @@ Two more checks come from the suite's `meta` and the run itself, in the same rep
 - rejected source records (see `sources.take_in`): blocking above the source's allowed share.
 
 Speed: the common expectation types (below, `_compile`) are evaluated by the gate itself,
-in one Spark aggregation over the staged data (plus one per uniqueness check), with GX's
-semantics (held to GX case by case by the tests). GX evaluates every other type, and
-re-runs the failed ones to report their counts and sample values; its verdict is final.
+with GX's semantics (held to GX case by case by the tests): their aggregates are measured
+while the stage writes the staged files (`Gate.observe`), each uniqueness check is one pass
+over the written key columns, and a passing audit judges those values without reading the
+data (ADR 0017). GX evaluates every other type, and re-runs the failed ones to report their
+counts and sample values; its verdict is final.
 
 Spark Connect: GX 1.24 validates a Spark Connect DataFrame as it does a classic one (its
 Spark datasource accepts both and its metrics use the DataFrame API only; compiled and
@@ -903,16 +905,6 @@ class Gate:
             return []
         df = frame()
         return run_suite(df, failed, known_failed=True) + run_suite(df, others)
-
-
-def evaluate(
-    df: DataFrame, expectations: list[dict[str, Any]], also: dict[str, Any] | None = None
-) -> tuple[list[Finding], dict[str, Any]]:
-    """All expectations over `df`: the compilable ones in one aggregation with `also`'s
-    columns. Returns the findings and the values of `also` (e.g. a row count and checksum)."""
-    gate = Gate.plan(expectations, _types(df), also)
-    values = gate.measure(df)[None]
-    return gate.findings(values, lambda: df), {name: values[name] for name in also or {}}
 
 
 def _types(df: DataFrame) -> dict[str, str]:
