@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from wap.audit import Gate, _compile, run_suite
+from wap.audit import Gate, _compile, plan_for, run_suite
 
 ROWS = [
     # id, amount, status, n, m, code
@@ -159,3 +159,20 @@ def test_a_suite_of_only_great_expectations_forms_is_evaluated(frame):
         gate = Gate.plan([expectation], _types(frame))
         assert not gate.compiled
         assert [f.check for f in gate.findings(gate.measure(frame)[None], lambda: frame)] == failed
+
+
+def test_a_pattern_java_refuses_is_left_to_great_expectations(frame, tmp_path):
+    """A regex Java cannot compile would fail the staging write it is observed in: it is left
+    to GX, where it is an expectation that raised (a failed check), as before it was compiled."""
+    bad = e("expect_column_values_to_match_regex", column="code", regex="[A-")
+    good = e("expect_column_values_to_match_regex", column="code", regex=".")
+    columns = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
+    suite = {"expectations": [good, bad], "meta": {"contract": {"version": 1, "columns": columns}}}
+    _, gate = plan_for(frame, suite)
+    assert set(gate.compiled) == {0} and gate.left == {1}
+    observed, values_of = gate.observe(frame)
+    observed.write.parquet(str(tmp_path / "staged"))  # the write does not fail
+    findings = gate.findings(values_of(), lambda: frame)
+    assert [(f.check, f.message.startswith("expectation raised")) for f in findings] == [
+        ("expect_column_values_to_match_regex", True)
+    ]

@@ -845,17 +845,24 @@ class Gate:
     also: dict[str, Any]  # the caller's aggregates, by name (values None: judging only)
     passes: list[Duplicates]
 
+    # The expectations (by position) left to GX although they compile: see `plan_for`.
+    left: frozenset[int] = frozenset()
+
     @classmethod
     def plan(
-        cls, expectations: list[dict[str, Any]], types: dict[str, str], also: dict[str, Any] | None = None
+        cls,
+        expectations: list[dict[str, Any]],
+        types: dict[str, str],
+        also: dict[str, Any] | None = None,
+        left: frozenset[int] = frozenset(),
     ) -> Gate:
         compiled: dict[int, Check] = {}
         for i, expectation in enumerate(expectations):
-            check = _compile(expectation, f"e{i}", types)
+            check = None if i in left else _compile(expectation, f"e{i}", types)
             if check is not None:
                 compiled[i] = check
         passes = [own for _, own, _ in compiled.values() if own is not None]
-        return cls(expectations, dict(types), compiled, dict(also or {}), passes)
+        return cls(expectations, dict(types), compiled, dict(also or {}), passes, frozenset(left))
 
     @property
     def aggregates(self) -> dict[str, Any]:
@@ -936,7 +943,33 @@ def plan_for(df: DataFrame, suite: dict[str, Any], also: dict[str, Any] | None =
     with a blocking contract finding the expectations are meaningless, and only `also` is measured."""
     contract = check_contract(df, load_contract(suite))
     broken = any(f.severity == BLOCKING for f in contract)
-    return contract, Gate.plan([] if broken else suite["expectations"], _types(df), also)
+    gate = Gate.plan([] if broken else suite["expectations"], _types(df), also)
+    if refused := _patterns_java_refuses(df, gate):
+        # Compiled, a regex Java refuses would fail the staging write itself; left to GX, it is
+        # an expectation that raised, a failed check like any other (the run is quarantined).
+        gate = Gate.plan(gate.expectations, gate.types, also, frozenset(refused))
+    return contract, gate
+
+
+def _patterns_java_refuses(df: DataFrame, gate: Gate) -> set[int]:
+    """The compiled regex expectations whose pattern Spark (Java's regex) refuses, found by
+    one query of a one-row frame (a query per pattern only when one is refused)."""
+    from pyspark.sql import functions as F
+
+    patterns = {
+        i: gate.expectations[i]["kwargs"]["regex"] for i in gate.compiled if gate.expectations[i].get("type") in _REGEX
+    }
+
+    def refused(some: list[str]) -> bool:
+        try:
+            df.sparkSession.range(1).select(*[F.lit("").rlike(p) for p in some]).collect()
+        except Exception:  # Spark's error for a bad pattern differs by version and by Connect
+            return True
+        return False
+
+    if not patterns or not refused(list(patterns.values())):
+        return set()
+    return {i for i, pattern in patterns.items() if refused([pattern])}
 
 
 def judge(

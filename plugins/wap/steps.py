@@ -184,6 +184,7 @@ def _write_measured(
     return files, {
         "suite": gate.suite_digest(suite),
         "types": plan.types,
+        "left_to_gx": sorted(plan.left),
         "contract": [dataclasses.asdict(f) for f in contract],
         "values": values,
     }
@@ -223,7 +224,8 @@ def audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> st
     if measured is not None and measured["suite"] == gate.suite_digest(suite):
         contract = [gate.Finding(**f) for f in measured["contract"]]
         broken = any(f.severity == gate.BLOCKING for f in contract)
-        plan = gate.Gate.plan([] if broken else suite["expectations"], measured["types"])
+        left = frozenset(measured.get("left_to_gx", ()))
+        plan = gate.Gate.plan([] if broken else suite["expectations"], measured["types"], left=left)
         report, _ = gate.judge(suite, contract, plan, measured["values"], frame, recent)
         values = measured["values"]  # the checksum's too
     else:  # staged before the suite changed: measure it again, as it is now
