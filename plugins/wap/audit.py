@@ -951,6 +951,32 @@ def plan_for(df: DataFrame, suite: dict[str, Any], also: dict[str, Any] | None =
     return contract, gate
 
 
+def measurement(suite: dict[str, Any], contract: list[Finding], gate: Gate, values: dict[str, Any]) -> dict[str, Any]:
+    """What a stage records of its measure (XCom-safe): enough for `remeasured` to judge it later."""
+    return {
+        "suite": suite_digest(suite),
+        "types": gate.types,
+        "left_to_gx": sorted(gate.left),
+        "contract": [asdict(f) for f in contract],
+        "values": values,
+    }
+
+
+def remeasured(
+    suite: dict[str, Any], measured: dict[str, Any] | None
+) -> tuple[list[Finding], Gate, dict[str, Any]] | None:
+    """The contract's findings, the gate's plan and the values of a recorded `measurement`,
+    planned as the stage planned them (no Spark); None if there is none, or it was measured
+    under another suite than `suite` (the files must then be measured again)."""
+    if measured is None or measured["suite"] != suite_digest(suite):
+        return None
+    contract = [Finding(**f) for f in measured["contract"]]
+    broken = any(f.severity == BLOCKING for f in contract)
+    left = frozenset(measured.get("left_to_gx", ()))
+    gate = Gate.plan([] if broken else suite["expectations"], measured["types"], left=left)
+    return contract, gate, measured["values"]
+
+
 def _patterns_java_refuses(df: DataFrame, gate: Gate) -> set[int]:
     """The compiled regex expectations whose pattern Spark (Java's regex) refuses, found by
     one query of a one-row frame (a query per pattern only when one is refused)."""

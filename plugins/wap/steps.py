@@ -181,13 +181,7 @@ def _write_measured(
     if outside := int(values.pop(_OUTSIDE, 0) or 0):
         staging.remove_dir(staged_dir)
         raise outside_rows_error(pipeline, PartitionRange(partition, partition), f"{outside} rows")
-    return files, {
-        "suite": gate.suite_digest(suite),
-        "types": plan.types,
-        "left_to_gx": sorted(plan.left),
-        "contract": [dataclasses.asdict(f) for f in contract],
-        "values": values,
-    }
+    return files, gate.measurement(suite, contract, plan, values)
 
 
 @_held
@@ -220,14 +214,9 @@ def audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> st
         # nothing written at all: gate an empty partition of the contract's shape
         return spark.createDataFrame([], ", ".join(f"`{c}` {t}" for c, t in pipeline.contract.columns.items()))
 
-    measured = staged.measured
-    if measured is not None and measured["suite"] == gate.suite_digest(suite):
-        contract = [gate.Finding(**f) for f in measured["contract"]]
-        broken = any(f.severity == gate.BLOCKING for f in contract)
-        left = frozenset(measured.get("left_to_gx", ()))
-        plan = gate.Gate.plan([] if broken else suite["expectations"], measured["types"], left=left)
-        report, _ = gate.judge(suite, contract, plan, measured["values"], frame, recent)
-        values = measured["values"]  # the checksum's too
+    if (measured := gate.remeasured(suite, staged.measured)) is not None:
+        contract, plan, values = measured  # the values hold the checksum's too
+        report, _ = gate.judge(suite, contract, plan, values, frame, recent)
     else:  # staged before the suite changed: measure it again, as it is now
         report, values = gate.audit(frame(), suite, also=staging.checksum_aggregates(frame()), recent_rows=recent)
     report.findings[:0] = [gate.Finding(**f) for f in staged.findings]
