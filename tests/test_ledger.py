@@ -185,13 +185,15 @@ def test_a_ledger_made_before_leases_gets_them_and_its_running_rows_are_judged_b
 
 
 def test_a_hold_names_this_process_renews_its_lease_and_hands_the_attempt_on(ledger_url):
-    ledger = Ledger(ledger_url, lease=dt.timedelta(seconds=0.4))
+    # A lease of seconds, not a fraction: on CI's loaded machine a 0.4 s lease expired between
+    # two statements (the renewing thread got no turn), which is not what this test is about.
+    ledger = Ledger(ledger_url, lease=dt.timedelta(seconds=4))
     with ledger.hold("p", "run-r1-try1") as holder:
         assert holder == this_holder() and holder.split(":")[1] == str(os.getpid())
         attempt(ledger, "r1", 1)  # a stage: the row is made inside the hold, held from the start
         (first,) = ledger.rows("p")
         assert first["holder"] == holder and dead_reason(first) is None
-        time.sleep(0.6)
+        time.sleep(2.5)  # more than two renewal periods (a quarter of the lease each)
         (renewed,) = ledger.rows("p")
         assert renewed["lease_until"] > first["lease_until"] and dead_reason(renewed) is None
     (handed_on,) = ledger.rows("p")  # still running: the attempt's next task comes
