@@ -172,6 +172,26 @@ def test_several_records_on_one_line_are_one_reject_holding_them_all(spark, land
     assert all(len(s["record"]) <= 400 for s in intake.sample), "samples are bounded"
 
 
+def test_flat_records_hiding_others_after_their_brace_are_found(spark, landing):
+    # The reader searches a line for text after a brace only when its first `}` is not its
+    # last character; flat records (no nested object) are where that shortcut decides.
+    several = "more than one JSON value on the line (one record per line)"
+    cases = [
+        ('{"s": "a"}', None),
+        ('{"s": "a"}   ', None),
+        ('{"s": "}"}', None),  # a brace inside a string
+        ('{"s": "a"}{"s": "b"}', several),
+        ('{"s": "a"} {"s": "b"}', several),
+        ('{"s": "a"},{"s": "b"}', several),
+        ('{"s": "a"}x', several),
+        ('{"s": "a"} 1', several),
+        (' {"s": "a"} 1', several),
+    ]
+    land(landing, [line for line, _ in cases])
+    found = reasons_by_line(spark, landing)
+    assert [found[line] for line, _ in cases] == [reason for _, reason in cases]
+
+
 def test_blank_lines_crlf_and_a_utf8_byte_order_mark(spark, landing):
     path = landing / f"dt={DAY}" / "a.jsonl"
     path.write_bytes(

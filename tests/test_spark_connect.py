@@ -278,3 +278,18 @@ def test_expectations_pass_and_fail_alike(sides):
     assert got[("expect_column_mean_to_be_between", "a")]["observed"] == 4.2
     (raised,) = connect["raising"]["findings"]
     assert raised["severity"] == "blocking" and raised["message"].startswith("expectation raised"), raised
+
+
+def test_both_jvms_jit_compile_generated_code_of_any_size(spark, server):
+    # Without it, the reader's generated code runs interpreted past 8,000 bytecodes (wap.spark.JIT_OPTIONS).
+    jvm = spark._jvm
+    bean = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    )
+    assert bean.getVMOption("DontCompileHugeMethods").getValue() == "false"
+    pids, commands = [server.process.pid], []  # spark-submit, and the JVM it starts (or execs)
+    while pids:
+        pid = pids.pop()
+        commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+        pids += [int(c) for f in Path(f"/proc/{pid}/task").glob("*/children") for c in f.read_text().split()]
+    assert any(b"-XX:-DontCompileHugeMethods" in cmd for cmd in commands), commands

@@ -34,12 +34,17 @@ SESSION_CONF = {
     "spark.sql.adaptive.coalescePartitions.parallelismFirst": "false",
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
 }
+# The JVM compiles no method over 8,000 bytes of bytecode by default; a query's generated
+# code passes that for a wide projection (the landed-file reader's checks), which then runs
+# interpreted: half the reader's time at 3.4M lines (`docs/scale.md`). Driver and executors.
+JIT_OPTIONS = "-XX:-DontCompileHugeMethods"
 LOCAL_CONF = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": os.environ.get("WAP_SPARK_DRIVER_MEMORY", "2g"),
     "spark.sql.warehouse.dir": "/tmp/wap-spark-warehouse",
-    "spark.driver.extraJavaOptions": "-Dderby.system.home=/tmp/wap-derby",
+    "spark.driver.extraJavaOptions": f"-Dderby.system.home=/tmp/wap-derby {JIT_OPTIONS}",
+    "spark.executor.extraJavaOptions": JIT_OPTIONS,  # a standalone master's executors (WAP_SPARK_MASTER)
 }
 
 
