@@ -14,6 +14,7 @@ from decimal import Decimal
 
 import pytest
 
+from wap import audit
 from wap.audit import Gate, _compile, plan_for, run_suite
 
 ROWS = [
@@ -118,6 +119,19 @@ def test_single_pass_verdict_equals_great_expectations(spark, frame, expectation
     assert verdict(read) == (not findings), (read, findings)
     if findings and "e0_u" in read and findings[0].unexpected_count is not None:
         assert read["e0_u"] == findings[0].unexpected_count, (read, findings)
+
+
+UNIQUENESS = [c for c in CASES if c["type"].endswith("_unique")]
+
+
+@pytest.mark.parametrize("expectation", UNIQUENESS, ids=lambda x: f"{x['type'][7:]}{sorted(x['kwargs'].items())}")
+def test_uniqueness_counted_here_equals_spark_s_group_by(frame, expectation, monkeypatch):
+    # A partition of up to LOCAL_DUPLICATES_MAX_ROWS is counted in the task; above, by Spark.
+    gate = Gate.plan([expectation], _types(frame))
+    here = gate.measure(frame)[None]
+    monkeypatch.setattr(audit, "LOCAL_DUPLICATES_MAX_ROWS", 0)
+    by_spark = gate.measure(frame)[None]
+    assert here == by_spark and here["e0_n"] > 0
 
 
 def test_a_passing_measurement_needs_no_frame(frame):

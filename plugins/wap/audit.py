@@ -808,14 +808,16 @@ def _grouped(df: DataFrame, by: str | None, aggregates: dict[str, Any]) -> dict[
     return {row[by]: {name: row[name] for name in aggregates} for row in found}
 
 
-def count_duplicates(df: DataFrame, check: Duplicates, by: str | None = None) -> dict[Any, dict[str, Any]]:
-    """A `Duplicates` pass over `df` (its values for each value of `by`): one shuffle of a
-    64-bit hash of the key columns (and of which are null, so `(a, null)` and `(null, a)`
-    differ). It counts GX's unexpected rows, so `mostly` holds as GX's does. A hash
-    collision can only join two groups, so it can only turn a pass into a failure, never a
-    failure into a pass; a failure is re-checked by GX, whose exact answer is final
-    (`Gate.findings`). Grouping by the hash costs ~20% less than by the values (5M string
-    keys, 2 cores) and less than a distinct count of the hashes."""
+# Uniqueness over at most this many rows (of one partition) is counted where the task runs:
+# one read of each check's 64-bit key hash, 8 bytes a row and check, sorted by numpy. At 5M
+# rows on 2 cores 0.7 s, against 4.2 s for Spark's GROUP BY of the hashes (a shuffle). Above
+# it, or grouped by partition (a range), the GROUP BY, whose memory is the executors'.
+LOCAL_DUPLICATES_MAX_ROWS = 10_000_000
+
+
+def _key_hash(check: Duplicates) -> Any:
+    """A 64-bit hash of the key columns and of which of them are null (so `(a, null)` and
+    `(null, a)` differ); null for a row GX skips (`ignore_row_if`)."""
     from functools import reduce
 
     from pyspark.sql import functions as F
@@ -823,11 +825,45 @@ def count_duplicates(df: DataFrame, check: Duplicates, by: str | None = None) ->
     columns = [F.col(f"`{c}`") for c in check.columns]
     missing = [c.isNull() for c in columns]
     skipped = reduce((lambda x, y: x | y) if check.skip == "any" else (lambda x, y: x & y), missing)
+    return F.when(~skipped, F.xxhash64(*columns, *missing))
+
+
+def count_duplicates(df: DataFrame, check: Duplicates, by: str | None = None) -> dict[Any, dict[str, Any]]:
+    """A `Duplicates` pass over `df` (its values for each value of `by`): one shuffle of the
+    rows' key hashes (`_key_hash`). It counts GX's unexpected rows (those in a group of two
+    or more), so `mostly` holds as GX's does. A hash collision can only join two groups, so
+    it can only turn a pass into a failure, never a failure into a pass; a failure is
+    re-checked by GX, whose exact answer is final (`Gate.findings`). Grouping by the hash
+    costs ~20% less than by the values (5M string keys, 2 cores)."""
+    from pyspark.sql import functions as F
+
     keys = [by] if by else []
-    key = F.xxhash64(*columns, *missing).alias("_wap_key")
-    counts = df.where(~skipped).select(*keys, key).groupBy(*keys, "_wap_key").agg(F.count(F.lit(1)).alias("_wap_n"))
+    key = _key_hash(check).alias("_wap_key")
+    counts = (
+        df.select(*keys, key)
+        .where(F.col("_wap_key").isNotNull())
+        .groupBy(*keys, "_wap_key")
+        .agg(F.count(F.lit(1)).alias("_wap_n"))
+    )
     n = F.col("_wap_n")
     return _grouped(counts, by, {f"{check.key}_n": F.sum(n), f"{check.key}_u": F.sum(F.when(n > 1, n).otherwise(0))})
+
+
+def count_duplicates_locally(df: DataFrame, checks: list[Duplicates]) -> dict[str, int]:
+    """The same counts as `count_duplicates`, for every check in one read of `df`: the key
+    hashes brought here (Arrow) and sorted; a run of equal hashes is a group."""
+    import numpy as np
+
+    hashes = df.select(*[_key_hash(check).alias(check.key) for check in checks]).toArrow()
+    counted: dict[str, int] = {}
+    for check in checks:
+        keys = np.sort(hashes.column(check.key).drop_null().to_numpy())
+        same = keys[1:] == keys[:-1]
+        grouped = np.zeros(keys.size, dtype=bool)
+        grouped[1:] |= same
+        grouped[:-1] |= same
+        counted |= {f"{check.key}_n": int(keys.size), f"{check.key}_u": int(grouped.sum())}
+    return counted
 
 
 @dataclass
@@ -896,6 +932,9 @@ class Gate:
         self, df: DataFrame | None, values: dict[Any, dict[str, Any]], by: str | None = None
     ) -> dict[Any, dict[str, Any]]:
         """`values` with the duplicates passes over `df` added (None, or a group without rows: none found)."""
+        if df is not None and by is None and self.passes and values[None]["_gate_rows"] <= LOCAL_DUPLICATES_MAX_ROWS:
+            values[None].update(count_duplicates_locally(df, self.passes))
+            return values
         for check in self.passes:
             counted = count_duplicates(df, check, by) if df is not None else {}
             for key in values:
