@@ -933,6 +933,10 @@ def write_report(results: dict, out: Path) -> None:
     ]
     if loads:  # on a 2-core machine, a load above 2 means the figures were measured sharing it
         lines += [f"Load average (1 min) at the start→end of each section: {', '.join(loads)}.", ""]
+    # A run of some sections keeps the others' last results: say when each was measured.
+    dates = [f"{k} {v['measured'][:10]}" for k, v in results["sections"].items() if "measured" in v]
+    if dates:
+        lines += [f"Measured on (sections without a date: before dates were recorded): {', '.join(dates)}.", ""]
     lines += [
         "| # | measure | value | target | |",
         "|---|---|---|---|---|",
@@ -1154,6 +1158,7 @@ def main(argv: list[str] | None = None) -> dict:
             results["sections"][name] = steps[name]()
             # Other work on the machine slows a section; its load says how much to trust it.
             results["sections"][name]["load_average_1m"] = [load_before, os.getloadavg()[0]]
+            results["sections"][name]["measured"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             write_report(results, out)  # after each section: a long run keeps what it measured
         say(f"results: {out / 'results.md'}")
