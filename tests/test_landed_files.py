@@ -330,3 +330,16 @@ def test_a_link_to_nothing_or_a_loop_of_links_is_refused_by_name(spark, landing)
     (day / "loop.jsonl").unlink()
     (day / "gone.jsonl").symlink_to(day / "deleted.jsonl")
     assert "gone.jsonl is a link that leads nowhere" in refused(spark, landing)
+
+
+def test_a_file_refused_while_reading_names_the_folder_a_range_leaves_out():
+    from wap.errors import BadSourceError
+    from wap.sources import _folder_key, _refused_file
+
+    root = "file:///land/orders"
+    corrupt = BadSourceError(f"{root}/dt=2024-01-03/a.jsonl.gz is truncated or corrupt (EOFException): …")
+    header = BadSourceError(
+        f"orders: a landed file does not have the declared columns (… CSV file: {root}/dt=2024-01-05T07/b.csv)"
+    )
+    assert [_folder_key(_refused_file(e)) for e in (corrupt, header)] == ["2024-01-03", "2024-01-05T07"]
+    assert _refused_file(OSError("a network file system timed out")) is None  # not the file's fault: retried

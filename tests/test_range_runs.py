@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gzip
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -251,34 +253,51 @@ def test_one_bad_day_is_quarantined_alone_and_the_rest_publish_in_one_commit(cro
     assert tables.live_version(tables.load_table(orders.table, runtime.catalog), DAYS[2]) is not None
 
 
-def test_a_refused_landed_folder_stops_the_days_whose_own_runs_read_it_and_no_other(crossing, spark, tmp_path):
-    """A subfolder in day 3's folder is refused by name: day 3's run and day 2's (whose late
+def _subfolder(folder: Path) -> Callable[[], None]:
+    (folder / "nested").mkdir()
+    return (folder / "nested").rmdir
+
+
+def _truncated_gzip(folder: Path) -> Callable[[], None]:
+    whole = gzip.compress(b"".join(f.read_bytes() for f in folder.iterdir() if f.is_file()))
+    (folder / "more.jsonl.gz").write_bytes(whole[: len(whole) // 2])  # cut off in transfer
+    return (folder / "more.jsonl.gz").unlink
+
+
+@pytest.mark.parametrize(
+    "defect, says",
+    [(_subfolder, "holds a folder 'nested'"), (_truncated_gzip, "more.jsonl.gz is truncated or corrupt")],
+    ids=["a subfolder (refused before reading)", "a truncated gzip file (refused while Spark reads it)"],
+)
+def test_a_refused_landed_folder_stops_the_days_whose_own_runs_read_it_and_no_other(
+    crossing, spark, tmp_path, defect, says
+):
+    """A defect in day 3's folder refuses it by name: day 3's run and day 2's (whose late
     folder it is) stop, exactly as their own runs do; days 1 and 4 publish what theirs do."""
     from wap.errors import BadSourceError
 
     orders = find_pipeline("silver_orders")
-    sub = crossing / "orders" / f"dt={DAYS[2]}" / "nested"
-    sub.mkdir()
+    undo = defect(crossing / "orders" / f"dt={DAYS[2]}")
     try:
         single = runtime_in(tmp_path / "single", spark)
         for day in DAYS:
             if day in DAYS[1:3]:
-                with pytest.raises(BadSourceError, match="holds a folder 'nested'"):
+                with pytest.raises(BadSourceError, match=says):
                     steps.stage(single, orders, day, f"manual__{day}", 1)
             else:
                 one_by_one(single, orders, [day])
         ranged = runtime_in(tmp_path / "range", spark)
         result = as_range(ranged, orders, SPAN)
-        with pytest.raises(BadSourceError, match="holds a folder 'nested'"):
+        with pytest.raises(BadSourceError, match=says):
             as_range(
                 runtime_in(tmp_path / "strict", spark), dataclasses.replace(orders, range_policy=ALL_OR_NOTHING), SPAN
             )
     finally:
-        sub.rmdir()
+        undo()
 
     assert result["partitions"] == {key_of(DAYS[0]): "published", key_of(DAYS[3]): "published"}
     assert set(result["stopped"]) == {key_of(DAYS[1]), key_of(DAYS[2])}
-    assert all("holds a folder 'nested'" in why for why in result["stopped"].values())
+    assert all(says in why for why in result["stopped"].values())
     assert "wap quarantine show" not in result["message"], "nothing is in quarantine"
     assert live(ranged, orders, DAYS) == live(single, orders, DAYS)
     statuses = {r["partition"]: r["status"] for r in ranged.ledger.rows(orders.name)}

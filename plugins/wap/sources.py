@@ -337,6 +337,8 @@ class LandedFiles:
         else:
             files = []
             for folder in folders:
+                if folder.name.removeprefix("dt=") in refused:  # refused already (an earlier try of this read)
+                    continue
                 try:
                     files += landed_files(root, [folder])
                 except BadSourceError as exc:
@@ -654,41 +656,49 @@ def take_in_range(
     def reads(value: Partition) -> set[str]:  # what a run of this partition alone reads: its folder, the late ones
         return {key_of(span.grain.next(value, n)) for n in range(late_folders + 1)}
 
-    # A source's read of a range takes its last partition (a single partition's: no `last`).
-    refused: dict[str, str] = {}
-    if len(keys) == 1:
-        frame = source.read(spark, span.first, places)
-    elif isinstance(source, LandedFiles):
-        # A folder refused outright stops the partitions whose own runs read it, not the range.
-        refusals: dict[str, str] = {}
-        frame = source.read(spark, span.first, places, span.last, refused=refusals)
-        for value, key in zip(span.partitions(), keys, strict=True):
-            if found := sorted(reads(value) & set(refusals)):
-                refused[key] = refusals[found[0]]
-    else:
-        frame = source.read(spark, span.first, places, span.last)
-    if REJECT not in frame.columns:
-        if len(keys) == 1:
-            records = {keys[0]: frame.count()}
+    # A landed folder refused (by its files' names and kinds before the read, or a file Spark
+    # cannot read during it) stops the partitions whose own runs read it, not the range: the
+    # range is read again without it. A single partition's run stops.
+    refusals: dict[str, str] = {}  # landed folders left out of a range's read, by key, and why
+    while True:
+        refused: dict[str, str] = {}
+        if len(keys) == 1:  # a source's read of a range takes its last partition (a single partition's: none)
+            frame = source.read(spark, span.first, places)
+        elif isinstance(source, LandedFiles):
+            frame = source.read(spark, span.first, places, span.last, refused=refusals)
+            for value, key in zip(span.partitions(), keys, strict=True):
+                if found := sorted(reads(value) & set(refusals)):
+                    refused[key] = refusals[found[0]]
         else:
-            frame = frame.localCheckpoint(eager=True)  # read once: the count and every partition's query
-            counted = frame.groupBy(source.key_column(span.grain).alias("k")).count().collect()  # type: ignore[union-attr]
-            records = {k: 0 for k in keys} | {k: n for k, n in counted if k in keys}
-        return frame, None, {k: Intake(source.view, n, n, {}, []) for k, n in records.items()}
-    checked = frame  # every column; the rejects are taken from it (read again only if there are any)
-    if len(keys) > 1:
-        from pyspark.storagelevel import StorageLevel
+            frame = source.read(spark, span.first, places, span.last)
+        if REJECT not in frame.columns:
+            if len(keys) == 1:
+                records = {keys[0]: frame.count()}
+            else:
+                frame = frame.localCheckpoint(eager=True)  # read once: the count and every partition's query
+                counted = frame.groupBy(source.key_column(span.grain).alias("k")).count().collect()  # type: ignore[union-attr]
+                records = {k: 0 for k in keys} | {k: n for k, n in counted if k in keys}
+            return frame, None, {k: Intake(source.view, n, n, {}, []) for k, n in records.items()}
+        checked = frame  # every column; the rejects are taken from it (read again only if there are any)
+        if len(keys) > 1:
+            from pyspark.storagelevel import StorageLevel
 
-        # Kept without the records' text and file: what the counts and the transform read.
-        frame = frame.drop(FILE, RECORD).persist(StorageLevel.MEMORY_AND_DISK)
-        if kept is not None:
-            kept.append(frame)
-    try:
-        counts = frame.groupBy(LANDED, REJECT, LATE).count().collect()
-    except Exception as exc:
-        if not isinstance(source, LandedFiles):
-            raise
-        raise _unreadable(exc, source) from exc
+            # Kept without the records' text and file: what the counts and the transform read.
+            frame = frame.drop(FILE, RECORD).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            counts = frame.groupBy(LANDED, REJECT, LATE).count().collect()
+            break
+        except Exception as exc:
+            if not isinstance(source, LandedFiles):
+                raise
+            error = _unreadable(exc, source)
+            folder = _folder_key(_refused_file(error))
+            if len(keys) == 1 or folder is None or folder in refusals:
+                raise error from exc
+            frame.unpersist()
+            refusals[folder] = str(error)
+    if kept is not None and len(keys) > 1:
+        kept.append(frame)
     rejects = checked.where(F.col(OWN) & F.col(REJECT).isNotNull())
     intakes = {}
     for value, key in zip(span.partitions(), keys, strict=True):
@@ -746,3 +756,17 @@ def _unreadable(exc: Exception, source: LandedFiles) -> Exception:
             "re-land the file whole, then run the partition again"
         )
     return exc
+
+
+def _refused_file(error: Exception) -> str | None:
+    """The landed file an `_unreadable` error refuses, as its message names it; None for another error."""
+    if not isinstance(error, BadSourceError):
+        return None
+    found = re.search(r"CSV file: (\S+?)\)?$", str(error)) or re.match(r"(\S+) is truncated or corrupt", str(error))
+    return found.group(1) if found else None
+
+
+def _folder_key(path: str | None) -> str | None:
+    """The partition key of the landed folder holding `path` (`.../dt=<key>/<file>`), or None."""
+    found = re.search(r"/dt=([^/]+)/[^/]+$", path or "")
+    return found.group(1) if found else None
