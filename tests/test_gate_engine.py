@@ -126,12 +126,17 @@ UNIQUENESS = [c for c in CASES if c["type"].endswith("_unique")]
 
 @pytest.mark.parametrize("expectation", UNIQUENESS, ids=lambda x: f"{x['type'][7:]}{sorted(x['kwargs'].items())}")
 def test_uniqueness_counted_here_equals_spark_s_group_by(frame, expectation, monkeypatch):
-    # A partition of up to LOCAL_DUPLICATES_MAX_ROWS is counted in the task; above, by Spark.
+    # Up to LOCAL_DUPLICATES_MAX_ROWS rows are counted in the task; above, by Spark. Also per
+    # partition, as a range run's gate counts (a null partition value is a group too).
+    from pyspark.sql import functions as F
+
     gate = Gate.plan([expectation], _types(frame))
-    here = gate.measure(frame)[None]
+    parted = frame.withColumn("part", F.when(F.col("n") % 2 == 0, "even").when(F.col("n") % 2 == 1, "odd"))
+    here, here_by = gate.measure(frame)[None], gate.measure(parted, "part")
     monkeypatch.setattr(audit, "LOCAL_DUPLICATES_MAX_ROWS", 0)
-    by_spark = gate.measure(frame)[None]
+    by_spark, by_spark_by = gate.measure(frame)[None], gate.measure(parted, "part")
     assert here == by_spark and here["e0_n"] > 0
+    assert here_by == by_spark_by and set(here_by) == {"even", "odd", None}
 
 
 def test_a_passing_measurement_needs_no_frame(frame):
