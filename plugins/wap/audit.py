@@ -954,19 +954,17 @@ class Gate:
         self, df: DataFrame | None, values: dict[Any, dict[str, Any]], by: str | None = None
     ) -> dict[Any, dict[str, Any]]:
         """`values` with the duplicates passes over `df` added (None, or a group without rows: none found)."""
-        if df is None or not self.passes:
-            for key in values:
-                values[key].update({f"{c.key}_{v}": 0 for c in self.passes for v in "nu"})
-            return values
-        if sum(int(v["_gate_rows"] or 0) for v in values.values()) <= LOCAL_DUPLICATES_MAX_ROWS:
-            counted = count_duplicates_locally(df, self.passes, by)
-        else:
-            counted = {}
-            for check in self.passes:
-                for key, found in count_duplicates(df, check, by).items():
-                    counted.setdefault(key, {}).update(found)
+        counted: dict[Any, dict[str, Any]] = {}
+        if df is not None and self.passes:
+            if sum(int(v["_gate_rows"] or 0) for v in values.values()) <= LOCAL_DUPLICATES_MAX_ROWS:
+                counted = count_duplicates_locally(df, self.passes, by)
+            else:
+                for check in self.passes:
+                    for key, found in count_duplicates(df, check, by).items():
+                        counted.setdefault(key, {}).update(found)
+        none_found = {f"{c.key}_{v}": 0 for c in self.passes for v in "nu"}
         for key in values:
-            values[key].update({f"{c.key}_{v}": 0 for c in self.passes for v in "nu"} | counted.get(key, {}))
+            values[key].update(none_found | counted.get(key, {}))
         return values
 
     def findings(self, values: dict[str, Any], frame: Callable[[], DataFrame]) -> list[Finding]:
