@@ -67,6 +67,7 @@ FULL = {
     "scheduler_days": 365,
     "scheduler_orders": 500,
     "scheduler_batch": 31,
+    "scheduler_small_days": 3,  # single-day runs timed after the year, one at a time
     "memory": [1_000_000, 10_000_000],
     "repeats": 3,
     "swap_repeats": 9,  # cheap, and short enough to be noisy
@@ -99,6 +100,7 @@ TARGETS = {
     "range_vs_single_pass": 1.5,
     "driver_rss_10M_vs_1M": 1.3,
     "dag_parse_vs_minimal": 1.5,
+    "scheduler_small_day_s": 15.0,  # real scheduler, shared Spark Connect: queued -> published
 }
 
 
@@ -716,7 +718,9 @@ def bench_ranges(cfg: dict, spark, data_dir: Path) -> dict:
 def bench_scheduler(cfg: dict, spark, data_dir: Path) -> dict:
     """A year of the sample through a real Airflow (scheduler, dag-processor, triggerer,
     api-server, LocalExecutor, PostgreSQL; tasks on a shared Spark Connect server), as range
-    runs of `scheduler_batch` days triggered over the REST API; against the single pass."""
+    runs of `scheduler_batch` days triggered over the REST API; against the single pass. Then
+    `scheduler_small_days` single small days, one at a time on the idle deployment: seconds
+    from the run queued to its publish task done (the table exists, the server is warm)."""
     import contextlib
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -725,16 +729,14 @@ def bench_scheduler(cfg: dict, spark, data_dir: Path) -> dict:
 
     from sample_data.orders import write_landing
     from wap.partition import PartitionRange
-    from wap.spark import ConnectServer
 
     days, batch = cfg["scheduler_days"], cfg["scheduler_batch"]
     first = dt.date(2023, 1, 1)
     span = PartitionRange(first, first + dt.timedelta(days=days - 1))
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(ConnectServer())
         postgres = PostgresServer().start()
         stack.callback(postgres.stop)
-        airflow = AirflowDeployment(data_dir / "scheduler", postgres, parallelism=3, spark_remote=server.remote)
+        airflow = AirflowDeployment(data_dir / "scheduler", postgres, parallelism=3)  # + its Spark Connect server
         stack.callback(airflow.stop)
         landing = airflow.base / "data" / "landing"
         write_landing(landing, first, days=days + 1, orders_per_day=cfg["scheduler_orders"])
@@ -765,10 +767,13 @@ def bench_scheduler(cfg: dict, spark, data_dir: Path) -> dict:
             raise RuntimeError(f"range runs on the scheduler: {states}\n{airflow.log_tail()}")
         with _Environment({k: airflow.env[k] for k in ("WAP_CATALOG_URI", "WAP_DATA_DIR", "WAP_LEDGER_URL")}):
             published = _live_checksums(first, days)
-    say(
-        f"  {days} days in {len(runs)} range runs on the real scheduler: {total_s:.1f}s vs single pass "
-        f"{floor_s:.1f}s = {total_s / floor_s:.2f}x"
-    )
+        say(
+            f"  {days} days in {len(runs)} range runs on the real scheduler: {total_s:.1f}s vs single pass "
+            f"{floor_s:.1f}s = {total_s / floor_s:.2f}x"
+        )
+        small = _small_days(airflow, landing, first + dt.timedelta(days=days + 30), cfg)
+    small_s = statistics.median(run["queued_to_published_s"] for run in small)
+    say(f"  a small day on the real scheduler, queued -> published: median {small_s:.1f}s of {len(small)} days")
     return {
         "days": days,
         "orders_per_day": cfg["scheduler_orders"],
@@ -778,7 +783,54 @@ def bench_scheduler(cfg: dict, spark, data_dir: Path) -> dict:
         "total_s": total_s,
         "single_pass_s": floor_s,
         "ratio": total_s / floor_s,
+        "small_days": small,
+        "small_day_s": small_s,
     }
+
+
+def _small_days(airflow: Any, landing: Path, first: dt.date, cfg: dict) -> list[dict[str, Any]]:
+    """Single-day runs of `scheduler_small_days` new days, each triggered when no other run is
+    active (a day's late-record re-run of the day before included), so each is timed alone:
+    queued -> publish done, and each task's seconds (the task's own start to end)."""
+    from urllib.parse import quote
+
+    from sample_data.orders import write_landing
+
+    days = cfg["scheduler_small_days"]
+    write_landing(landing, first, days=days + 1, orders_per_day=cfg["scheduler_orders"])
+
+    def when(stamp: str) -> dt.datetime:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    def idle() -> bool:
+        active = airflow.api("GET", "/api/v2/dags/silver_orders/dagRuns?state=queued&state=running")["dag_runs"]
+        # the scheduled run of today's interval waits for data that never lands: not work
+        return not [r for r in active if not r["dag_run_id"].startswith("scheduled__")]
+
+    out = []
+    for n in range(days):
+        day = (first + dt.timedelta(days=n)).isoformat()
+        airflow.wait_for(idle, 600, "no active run")
+        run = airflow.api(
+            "POST", "/api/v2/dags/silver_orders/dagRuns", {"logical_date": None, "conf": {"partition": day}}
+        )["dag_run_id"]
+        path = f"/api/v2/dags/silver_orders/dagRuns/{quote(run, safe='')}"
+        state = airflow.wait_for(
+            lambda path=path: (r := airflow.api("GET", path))["state"] in ("success", "failed") and r, 600, day
+        )
+        if state["state"] != "success":
+            raise RuntimeError(f"the small day {day} on the scheduler: {state['state']}\n{airflow.log_tail()}")
+        tasks = airflow.api("GET", f"{path}/taskInstances")["task_instances"]
+        done = {t["task_id"]: t for t in tasks if t["state"] == "success"}
+        out.append(
+            {
+                "partition": day,
+                "queued_to_published_s": (when(done["publish"]["end_date"]) - when(state["queued_at"])).total_seconds(),
+                "queued_to_run_end_s": (when(state["end_date"]) - when(state["queued_at"])).total_seconds(),
+                "tasks_s": {task: round(t["duration"], 2) for task, t in done.items()},
+            }
+        )
+    return out
 
 
 def connect_session_start(cfg: dict) -> float:
@@ -986,6 +1038,9 @@ def write_report(results: dict, out: Path) -> None:
         r = s["scheduler"]
         what = f"{r['days']} days in {r['range_runs']} range runs (real scheduler, REST)"
         rows.append(("4c", f"{what} / single pass", r["ratio"], TARGETS["range_vs_single_pass"], False))
+        if "small_day_s" in r:
+            what = "real scheduler, shared Spark Connect: a small day's run, queued -> published, median (s)"
+            rows.append(("4e", what, r["small_day_s"], TARGETS["scheduler_small_day_s"], False))
     if "memory" in s:
         m, target = s["memory"], TARGETS["driver_rss_10M_vs_1M"]
         if "python_ratio" in m:
@@ -999,7 +1054,7 @@ def write_report(results: dict, out: Path) -> None:
             ("6", "DAG parse / minimal DAG (worst file)", s["parse"]["ratio"], TARGETS["dag_parse_vs_minimal"], False)
         )
     for num, name, value, target, higher in rows:
-        unit = " s" if name.startswith("dag.test seconds") or name.startswith("same, lineage") else "x"
+        unit = " s" if name.endswith("(s)") or name.startswith(("dag.test seconds", "same, lineage")) else "x"
         shown = f"{value:,.0f}" if higher else f"{value:.2f}{unit}"
         bound = f"≥ {target:,.0f}" if higher else f"≤ {target}{unit}"
         lines.append(f"| {num} | {name} | {shown} | {bound} | {verdict(value, target, higher)} |")
@@ -1044,6 +1099,21 @@ def write_report(results: dict, out: Path) -> None:
         for r in s["ranges"]["sizes"]:
             phases = ", ".join(f"{k} {v:.2f}" for k, v in r.get("range_steps_split_s", {}).items())
             lines.append(f"- {r['orders_per_day']:,} orders/day: {phases}")
+    if s.get("scheduler", {}).get("small_days"):
+        lines += [
+            "",
+            "## A small day on the real scheduler (LocalExecutor, PostgreSQL, one Spark Connect server)",
+            "",
+            "Seconds from the run queued to its publish task done, to the run done, and each task's own.",
+            "",
+            "| day | queued → published | queued → run done | tasks |",
+            "|---|---|---|---|",
+        ]
+        for r in s["scheduler"]["small_days"]:
+            tasks = ", ".join(f"{k} {v:.2f}" for k, v in r["tasks_s"].items())
+            lines.append(
+                f"| {r['partition']} | {r['queued_to_published_s']:.1f} | {r['queued_to_run_end_s']:.1f} | {tasks} |"
+            )
     if "wap" in s:
         lines += ["", "## Write-audit-publish split (median seconds)", ""]
         for suite, r in [("", r) for r in s["wap"]["sizes"]] + [

@@ -7,11 +7,9 @@ Every process is started in its own process group and stopped by it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -23,16 +21,18 @@ from typing import Any
 import sqlalchemy as sa
 from pg import PostgresServer, free_port
 
-from wap.embedded import embedded_env
+from wap.embedded import embedded_env, stop_process_tree
 from wap.settings import REPO_ROOT
+from wap.spark import ConnectServer
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
 class AirflowDeployment:
-    def __init__(
-        self, base: Path, postgres: PostgresServer, parallelism: int = 2, spark_remote: str | None = None
-    ) -> None:
+    def __init__(self, base: Path, postgres: PostgresServer, parallelism: int = 2, spark: str = "server") -> None:
+        """`spark`: "server" (a Spark Connect server started with the deployment, every task its
+        client: how a local Airflow runs by default, `wap airflow`), "in-task" (each Spark task
+        starts a local JVM), or the sc:// address of a running server."""
         self.base = base
         self.postgres = postgres
         self.port = free_port()
@@ -64,12 +64,14 @@ class AirflowDeployment:
             "WAP_LEDGER_URL": postgres.url("wap_ledger"),
             "WAP_CATALOG_URI": postgres.url("wap_catalog"),
             # As deployed: every task process is a client of one Spark Connect server (a task
-            # then costs a connection, not a cold JVM). Without one, local Spark per task.
-            **({"WAP_SPARK_REMOTE": spark_remote} if spark_remote else {"WAP_SPARK_MASTER": "local[1]"}),
+            # then costs a connection, not a cold JVM). In-task: local Spark per task.
+            **({"WAP_SPARK_MASTER": "local[1]"} if spark == "in-task" else {}),
+            **({"WAP_SPARK_REMOTE": spark} if spark.startswith("sc://") else {}),
             "WAP_ARRIVAL_TIMEOUT_S": "45",  # a day whose data never lands fails in 45 s, not 6 h
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
         self.url = url
+        self.spark_server = ConnectServer() if spark == "server" else None
 
     # ------------------------------------------------------------------ processes
     def airflow(self, *args: str, timeout: float = 300) -> str:
@@ -89,6 +91,8 @@ class AirflowDeployment:
     def start(self) -> AirflowDeployment:
         (self.base / "logs").mkdir(parents=True, exist_ok=True)
         (self.base / "data" / "lineage").mkdir(parents=True, exist_ok=True)  # the file transport's folder
+        if self.spark_server is not None:
+            self.env["WAP_SPARK_REMOTE"] = self.spark_server.start().remote
         self.airflow("db", "migrate", timeout=600)
         for component in COMPONENTS:
             log = open(self.base / "logs" / f"{component}.log", "w")  # noqa: SIM115 - closed in stop()
@@ -104,22 +108,10 @@ class AirflowDeployment:
         return self
 
     def stop(self) -> None:
-        """Stop every process group started here: the components' own, and those their task
-        processes run in (the task supervisor starts each task in a new session)."""
-        groups = {process.pid for process in self.processes.values()}
-        for pid in _descendants(groups):
-            with contextlib.suppress(ProcessLookupError):
-                groups.add(os.getpgid(pid))
-        for group in groups:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for process in self.processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for group in groups:  # whatever did not stop on SIGTERM
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group, signal.SIGKILL)
+        """Stop every process started here, and those their task processes run in."""
+        stop_process_tree(list(self.processes.values()))
+        if self.spark_server is not None:
+            self.spark_server.stop()
         for log in self._logs:
             log.close()
         self._logs.clear()
@@ -168,22 +160,3 @@ class AirflowDeployment:
                 last = exc
             time.sleep(2)
         raise TimeoutError(f"waited {seconds} s for {what} (last: {last})\n{self.log_tail()}")
-
-
-def _descendants(roots: set[int]) -> set[int]:
-    """Every process below `roots`, from /proc (whatever session or group it moved to)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), list(roots)
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found

@@ -33,6 +33,7 @@ from wap.errors import (
     TransientError,
     WapError,
 )
+from wap.settings import REPO_ROOT
 
 DAYS = [START + dt.timedelta(days=n) for n in range(3)]  # published, published, quarantined
 WAP = Path(sys.executable).with_name("wap")  # the console script `make install` puts in .venv/bin
@@ -98,6 +99,32 @@ def test_make_install_puts_the_wap_command_in_the_venv_and_python_m_is_the_same_
     assert "new" in done.stdout and "run" in done.stdout
     module = subprocess.run([sys.executable, "-m", "wap.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert module.returncode == 0 and module.stdout == done.stdout
+
+
+def test_wap_airflow_env_prints_the_local_airflow_s_environment_as_shell_exports(tmp_path):
+    """What a second shell evals to reach the Airflow `wap airflow` runs: the same home, DAGs,
+    port and execution API, as exports a shell reads back exactly (quoted JSON included)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "wap.cli", "airflow", "--env", "--port", "8123"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "WAP_DATA_DIR": str(tmp_path / "my data")},
+    )
+    assert done.returncode == 0, done.stderr
+    shell = subprocess.run(
+        ["bash", "-c", f"{done.stdout}\nenv -0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    seen = dict(item.split("=", 1) for item in shell.stdout.split("\0") if "=" in item)
+    assert seen["AIRFLOW_HOME"] == str(tmp_path / "my data" / "airflow")
+    assert seen["AIRFLOW__CORE__DAGS_FOLDER"] == str(REPO_ROOT / "dags")
+    assert seen["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://localhost:8123/execution/"
+    assert json.loads(seen["AIRFLOW__OPENLINEAGE__TRANSPORT"])["type"] == "file"
+    assert not (tmp_path / "my data").exists(), "--env starts nothing and writes nothing"
 
 
 @pytest.mark.parametrize(

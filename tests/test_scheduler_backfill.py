@@ -7,7 +7,7 @@ every day and changes nothing: same checksums, no duplicated row, no new commit.
 scheduled run the unpause creates (yesterday, for which nothing landed) waits in the
 triggerer and fails at its sensor: nothing staged, nothing published.
 
-As deployed, the tasks' Spark work goes to one Spark Connect server (started here).
+As deployed, the tasks' Spark work goes to one Spark Connect server (the deployment's default).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from expected import orders_for_day
 from pg import PostgresServer
 
 from wap.settings import REPO_ROOT
-from wap.spark import ConnectServer
 
 DAYS = [START + dt.timedelta(days=n) for n in range(3)]  # one wave of --max-active-runs 3
 FINAL = ("success", "failed")
@@ -33,10 +32,9 @@ def airflow(tmp_path_factory):
     from sample_data.orders import write_landing
 
     with contextlib.ExitStack() as stack:  # stops what started, in reverse, whatever fails
-        spark = stack.enter_context(ConnectServer())
         postgres = PostgresServer().start()
         stack.callback(postgres.stop)
-        deployment = AirflowDeployment(tmp_path_factory.mktemp("airflow"), postgres, spark_remote=spark.remote)
+        deployment = AirflowDeployment(tmp_path_factory.mktemp("airflow"), postgres)
         stack.callback(deployment.stop)
         # One day more than the backfill: each day's run also reads the next day's late records.
         write_landing(deployment.base / "data" / "landing", START, days=len(DAYS) + 1, orders_per_day=60)

@@ -10,6 +10,7 @@
     wap maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
     wap new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]]
     wap run web_sessions --from 2024-01-01T05 [--to 2024-01-01T08]   (embedded: dag.test, no servers; range runs)
+    wap airflow [--port 8080] [--spark server|in-task]   (a local Airflow: standalone + one shared Spark Connect server)
 
 `make install` puts the `wap` command in `.venv/bin` (an editable install of this package);
 `python -m wap.cli ...` is the same command where it is not installed
@@ -661,6 +662,43 @@ def run(
         failed += "success" not in state
     click.echo(f"\n{show_ledger(dag_id, runtime=current_runtime())}")
     ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@wap.command(
+    **_help(
+        "run a local Airflow for these DAGs (airflow standalone on the embedded default)",
+        "API server, scheduler, dag-processor and triggerer with the LocalExecutor, on the data folder's "
+        "SQLite databases, the pools imported; until Ctrl-C. By default every Spark task is a client of one "
+        "Spark Connect server started with it (a task costs a connection, not a cold JVM).",
+    )
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="the UI and API port")
+@click.option(
+    "--spark",
+    type=click.Choice(("server", "in-task")),
+    default="server",
+    show_default=True,
+    help="server: one shared Spark Connect server; in-task: each Spark task starts its own JVM "
+    "(WAP_SPARK_REMOTE, if set, names the server to use instead)",
+)
+@click.option(
+    "--env",
+    "print_env",
+    is_flag=True,
+    help="print the environment as shell exports, start nothing (for the `airflow` command in another shell: "
+    'eval "$(wap airflow --env)")',
+)
+@click.pass_context
+def airflow(ctx: click.Context, port: int, spark: str, print_env: bool) -> None:
+    from wap.embedded import local_airflow, local_airflow_env
+
+    data_dir = load_settings().data_dir
+    if print_env:
+        import shlex
+
+        click.echo("\n".join(f"export {k}={shlex.quote(v)}" for k, v in local_airflow_env(data_dir, port).items()))
+        return
+    ctx.exit(local_airflow(data_dir, port, spark_server=spark == "server", echo=click.echo))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,6 +8,7 @@ Connect server starts: `spark.jars` cannot be added to a running one.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -21,6 +22,8 @@ from wap.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 # Why each setting: pyiceberg rejects Spark 4's default INT96 timestamps; partition days are
 # UTC calendar days; small shuffles suit one partition of one day on a few cores.
@@ -90,6 +93,7 @@ def get_spark(app_name: str = "wap", settings: Settings | None = None) -> SparkS
         # A remote server loads its own JDBC drivers (docker-compose.yaml: spark-connect).
         builder = SparkSession.builder.remote(remote)
         conf = SESSION_CONF
+        where = f"the Spark Connect server {remote}"
     else:
         check_java()
         master = os.environ.get("WAP_SPARK_MASTER", "local[*]")
@@ -98,12 +102,15 @@ def get_spark(app_name: str = "wap", settings: Settings | None = None) -> SparkS
             # a bare `python3` from the PATH: Spark 4's UDF workers need pyarrow.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = SparkSession.builder.master(master)
+        where = f"{master}, a JVM started by this process"
         conf = {**LOCAL_CONF, **SESSION_CONF, **jars_conf(settings)}
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.appName(app_name).getOrCreate()
     if not remote:
         spark.sparkContext.setLogLevel(os.environ.get("WAP_SPARK_LOG_LEVEL", "WARN"))
+    # Where this process's Spark work runs: said once, in the task's log.
+    log.info("Spark: %s", where)
     return spark
 
 
