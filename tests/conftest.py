@@ -54,6 +54,7 @@ LONGEST_FIRST = (
     "test_planning.py",
     "test_end_to_end.py",
     "test_dim_customers.py",
+    "test_local_airflow.py",
     "test_serialised.py",
 )
 
