@@ -200,7 +200,10 @@ class _LineageTask(DecoratedOperator, PythonOperator):
 
 
 def wap_task(python_callable: Any = None, **kwargs: Any) -> Any:
-    """`@task`, with the task's lineage reported to OpenLineage."""
+    """`@task`, with the task's lineage reported to OpenLineage. Its result is one XCom:
+    TaskFlow would push each key of a returned dict again as an XCom of its own (it infers
+    `multiple_outputs` from a `dict` return type), and no task here reads one key."""
+    kwargs.setdefault("multiple_outputs", False)
     return task_decorator_factory(python_callable=python_callable, decorated_operator_class=_LineageTask, **kwargs)
 
 
@@ -305,7 +308,7 @@ def _publish(pipeline: Pipeline, staged: dict[str, Any], **context: Any) -> dict
     return result
 
 
-@task(task_id="verdict")
+@task(task_id="verdict", multiple_outputs=False)
 def _verdict(published: dict[str, Any]) -> dict[str, Any]:
     """Fail the run if partitions of its range did not publish (quarantined, superseded); the
     others are published, and their asset events sent, by then."""
