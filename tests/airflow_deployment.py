@@ -21,8 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from pg import PostgresServer, free_port
 
-from wap.embedded import embedded_env, stop_process_tree
-from wap.settings import REPO_ROOT
+from wap.embedded import local_airflow_env, stop_process_tree
 from wap.spark import ConnectServer
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -41,20 +40,16 @@ class AirflowDeployment:
         for database in ("airflow", "wap_ledger", "wap_catalog"):
             with sa.create_engine(postgres.url(), isolation_level="AUTOCOMMIT").connect() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
-        url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
-            **embedded_env(base / "data"),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            # the embedded default's layout, this deployment's port, its API and execution API URLs
+            **local_airflow_env(base / "data", self.port, host="127.0.0.1"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres.url("airflow"),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-            "AIRFLOW__API__PORT": str(self.port),
             # The log servers of workers and triggerer: free ports, not the fixed defaults.
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__API__BASE_URL": url,
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
             # Test-only secret, made per run: every component must share it.
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -70,7 +65,7 @@ class AirflowDeployment:
             "WAP_ARRIVAL_TIMEOUT_S": "45",  # a day whose data never lands fails in 45 s, not 6 h
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-        self.url = url
+        self.url = self.env["AIRFLOW__API__BASE_URL"]
         self.spark_server = ConnectServer() if spark == "server" else None
 
     # ------------------------------------------------------------------ processes

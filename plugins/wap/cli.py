@@ -692,13 +692,15 @@ def run(
 def airflow(ctx: click.Context, port: int, spark: str, print_env: bool) -> None:
     from wap.embedded import local_airflow, local_airflow_env
 
-    data_dir = load_settings().data_dir
+    settings = load_settings()
     if print_env:
         import shlex
 
-        click.echo("\n".join(f"export {k}={shlex.quote(v)}" for k, v in local_airflow_env(data_dir, port).items()))
+        exports = local_airflow_env(settings.data_dir, port).items()
+        click.echo("\n".join(f"export {k}={shlex.quote(v)}" for k, v in exports))
         return
-    ctx.exit(local_airflow(data_dir, port, spark_server=spark == "server", echo=click.echo))
+    server = spark == "server"
+    ctx.exit(local_airflow(settings.data_dir, port, server, settings.spark_remote, echo=click.echo))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

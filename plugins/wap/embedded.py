@@ -88,9 +88,9 @@ def run_dag(dag_id: str, partition: str, lookback: bool = True) -> str:
     return str(run.state)
 
 
-def local_airflow_env(data_dir: Path, port: int) -> dict[str, str]:
-    """The environment of a local Airflow on `data_dir` serving on `port` (`local_airflow`)."""
-    url = f"http://localhost:{port}"
+def local_airflow_env(data_dir: Path, port: int, host: str = "localhost") -> dict[str, str]:
+    """The environment of a local Airflow on `data_dir` serving on `host:port` (`local_airflow`)."""
+    url = f"http://{host}:{port}"
     return {
         **embedded_env(data_dir),
         "AIRFLOW__API__PORT": str(port),
@@ -99,13 +99,15 @@ def local_airflow_env(data_dir: Path, port: int) -> dict[str, str]:
     }
 
 
-def local_airflow(data_dir: Path, port: int, spark_server: bool, echo: Callable[[str], None]) -> int:
+def local_airflow(
+    data_dir: Path, port: int, spark_server: bool, remote: str | None, echo: Callable[[str], None]
+) -> int:
     """Run a local Airflow for these DAGs on the embedded default (`airflow standalone`:
     api-server, scheduler, dag-processor, triggerer, LocalExecutor) until it stops or this
     process is interrupted or terminated; its exit code.
 
-    Every Airflow task is a new process. With `spark_server` (unless `WAP_SPARK_REMOTE`
-    already names a server), one Spark Connect server is started first and every Spark task
+    Every Airflow task is a new process. With `spark_server` (unless `remote`, the configured
+    `WAP_SPARK_REMOTE`, already names a server), one Spark Connect server is started first and every Spark task
     is its client: a task then costs a connection (~1 s) instead of a cold JVM (~12 s), and
     the server's JVM stays warm from run to run. It stops with Airflow.
     """
@@ -120,9 +122,7 @@ def local_airflow(data_dir: Path, port: int, spark_server: bool, echo: Callable[
         capture_output=True,
     )
     with contextlib.ExitStack() as stack:
-        from wap.settings import load_settings
-
-        if (remote := load_settings().spark_remote) is not None:
+        if remote is not None:
             echo(f"Spark: the tasks use {remote} (WAP_SPARK_REMOTE)")
         elif spark_server:
             from wap.spark import ConnectServer
