@@ -127,6 +127,25 @@ def test_wap_airflow_env_prints_the_local_airflow_s_environment_as_shell_exports
     assert not (tmp_path / "my data").exists(), "--env starts nothing and writes nothing"
 
 
+def test_wap_airflow_refuses_a_port_in_use_before_starting_anything(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "wap.cli", "airflow", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "WAP_DATA_DIR": str(tmp_path / "data")},
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"error: port {port} is in use" in done.stderr and "--port" in done.stderr
+    assert not (tmp_path / "data").exists(), "nothing started, nothing written"
+
+
 @pytest.mark.parametrize(
     "command",
     [

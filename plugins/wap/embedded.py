@@ -111,6 +111,12 @@ def local_airflow(
     is its client: a task then costs a connection (~1 s) instead of a cold JVM (~12 s), and
     the server's JVM stays warm from run to run. It stops with Airflow.
     """
+    # Airflow's api-server would only log a port in use, and the rest would run on without it.
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise ValueError(f"port {port} is in use by another program: stop it, or choose another (--port N)")
     prepare_airflow(data_dir)
     env = {**os.environ, **local_airflow_env(data_dir, port)}
     # `airflow standalone` starts its components as `airflow ...` from the PATH: this Python's.
