@@ -407,9 +407,11 @@ class LandedFiles:
 
         fields = list(spark.createDataFrame([], self.schema).schema.fields)  # the declared schema, parsed
         declared = [f.name for f in fields]
+        # A byte-order mark opening a file is dropped by Hadoop's line reader (plain and
+        # compressed files alike), so no line needs a test for it.
         lines = (
             spark.read.text(paths)
-            .select(F.regexp_replace("value", "^\ufeff", "").alias("value"), F.col("_metadata.file_path").alias(FILE))
+            .select("value", F.col("_metadata.file_path").alias(FILE))
             .where(F.trim("value") != "")  # blank lines are not records
         )
         # Parsed with types that keep what was written: times as text, decimals at full scale.
