@@ -91,3 +91,19 @@ def test_every_pipeline_passes_the_suite_check(path: Path):
     for pipeline in pipelines:
         contract = pipeline.check()
         assert contract == pipeline.contract
+
+
+def test_every_pipeline_passes_wap_check(spark):
+    """`wap check` on every pipeline of dags/: no problem, and the SQL analysed wherever its
+    sources' columns are known without a database (a PostgreSQL source's are read from it)."""
+    from wap.check import check
+    from wap.pipeline import declared_pipelines
+    from wap.sources import DatabaseTable
+
+    pipelines = declared_pipelines()
+    assert pipelines
+    for pipeline in pipelines:
+        found = check(spark, pipeline)
+        assert found.problems == [], found.problems
+        if not any(isinstance(source, DatabaseTable) for source in pipeline.sources):
+            assert found.columns and found.notes == [], (pipeline.name, found.notes)

@@ -309,7 +309,7 @@ def _required_column_kwargs(kind: str) -> tuple[str, ...]:
     }.get(kind, ())
 
 
-def _contract_problems(raw: Any, grain: Grain | None, partitioned: bool) -> tuple[list[str], dict[str, str] | None]:
+def contract_problems(raw: Any, grain: Grain | None, partitioned: bool) -> tuple[list[str], dict[str, str] | None]:
     """The contract's own problems, and its columns (None: unusable)."""
     if not isinstance(raw, dict):
         return ["meta.contract is missing: declare the table's columns and types there"], None
@@ -385,7 +385,7 @@ def suite_problems(
     if not isinstance(suite, dict):
         return ["a suite must be a JSON object with meta.contract and expectations"]
     meta: dict[str, Any] = suite["meta"] if isinstance(suite.get("meta"), dict) else {}
-    problems, columns = _contract_problems(meta.get("contract"), grain, partitioned)
+    problems, columns = contract_problems(meta.get("contract"), grain, partitioned)
     for what, column in (named or {}).items():
         if columns is not None and column not in columns:
             hint = _did_you_mean(column, columns) or f"the contract's columns are: {', '.join(columns)}"

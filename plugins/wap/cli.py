@@ -8,6 +8,7 @@
     wap versions silver_orders 2024-01-03
     wap rollback silver_orders [--partition 2024-01-03] --to-snapshot ID --reason ...
     wap maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
+    wap check [silver_orders ...]   (the suite, the SQL and its result against the contract; no data)
     wap new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]]
     wap run web_sessions --from 2024-01-01T05 [--to 2024-01-01T08]   (embedded: dag.test, no servers; range runs)
     wap airflow [--port 8080] [--spark server|in-task]   (a local Airflow: standalone + one shared Spark Connect server)
@@ -58,6 +59,7 @@ from wap.runtime import Runtime
 from wap.settings import load_settings
 
 if TYPE_CHECKING:
+    from wap.check import Checked
     from wap.maintenance import Upkeep
 
 EXIT_OK = 0
@@ -159,6 +161,9 @@ class Output(ABC):
     @abstractmethod
     def maintained(self, results: list[Upkeep], dry_run: bool) -> str: ...
 
+    @abstractmethod
+    def checked(self, results: list[Checked]) -> str: ...
+
 
 class TextOutput(Output):
     """Tables a person reads: long values cut to a line (the JSON has them whole)."""
@@ -237,6 +242,16 @@ class TextOutput(Output):
             text += "".join(f"\n{r.table}: would remove {path}" for path in [*r.runs_removed, *loose])
         return text
 
+    def checked(self, results: list[Checked]) -> str:
+        blocks = []
+        for found in results:
+            lines = [f"{found.pipeline}:", *(f"  [{p.part}] {p.message}" for p in found.problems)]
+            lines += [f"  note: {note}" for note in found.notes]
+            count = len(found.problems)
+            lines.append(f"  {count} problem{'s' if count != 1 else ''}" if count else "  ok")
+            blocks.append("\n".join(lines))
+        return "\n\n".join(blocks)
+
 
 class JsonOutput(Output):
     """JSON for programs: a list of objects per listing (one object for `quarantine show` and
@@ -295,6 +310,9 @@ class JsonOutput(Output):
                 for r in results
             ]
         )
+
+    def checked(self, results: list[Checked]) -> str:
+        return self.dump([{"pipeline": r.pipeline, "ok": r.ok, **dataclasses.asdict(r)} for r in results])
 
 
 def _plain(value: Any) -> Any:
@@ -662,6 +680,29 @@ def run(
         failed += "success" not in state
     click.echo(f"\n{show_ledger(dag_id, runtime=current_runtime())}")
     ctx.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@wap.command(
+    "check",
+    **_help(
+        "check pipelines without data: the suite, the SQL and its result against the contract",
+        "PIPELINE: one or more names (default: every pipeline of the DAG files). Spark analyses the SQL "
+        "on each source's columns, with no rows; every problem found is listed with its fix. "
+        "Exit code 1 if any problem is found: use it in CI.",
+    ),
+)
+@click.argument("names", nargs=-1, metavar="[PIPELINE]...")
+@output_option
+@click.pass_context
+def check_command(ctx: click.Context, names: tuple[str, ...], output: Output) -> None:
+    from wap.check import check
+    from wap.pipeline import declared_pipelines, find_pipeline
+
+    pipelines = [find_pipeline(name, checked=False) for name in names] or declared_pipelines()
+    spark = current_runtime().spark()
+    results = [check(spark, pipeline) for pipeline in pipelines]
+    click.echo(output.checked(results))
+    ctx.exit(EXIT_OK if all(r.ok for r in results) else EXIT_FAILED)
 
 
 @wap.command(

@@ -16,3 +16,7 @@ class Contract:
     partition_column: str | None  # None: the table is not partitioned (a merged dimension)
     columns: dict[str, str]
     on_added_column: str = "block"
+
+    def ddl(self) -> str:
+        """The columns as Spark DDL (`order_id` string, ...), for a frame of the contract's shape."""
+        return ", ".join(f"`{column}` {kind}" for column, kind in self.columns.items())

@@ -5,8 +5,11 @@ The steps of a run are in `steps`; this module stays light, since DAG files impo
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +34,9 @@ RANGE_POLICIES = (PER_PARTITION, ALL_OR_NOTHING)
 # included; a run of one partition binds both to it), or `:partition` (one partition: a range
 # run then runs the SQL once per partition). See docs/adr/0016.
 RANGE_PARAMETERS, PARTITION_PARAMETER = ("first", "last"), "partition"
+# Off while `wap check` loads DAG files: it lists a suite's problems with the rest, instead of
+# the first refusal stopping the load (`suites_unchecked`).
+_CHECK_SUITES = contextvars.ContextVar("wap_check_suites", default=True)
 # What may hide a `:name` that is not a parameter: comments, string literals, quoted names.
 _NOT_CODE = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|`[^`]*`", re.DOTALL)
 _PARAMETER = re.compile(r"(?<![\w:]):([A-Za-z_]\w*)")
@@ -76,7 +82,8 @@ class Pipeline:
             raise ValueError(f"{self.name}: batch_size must be from 1 to {MAX_RANGE}, got {self.batch_size!r}")
         # Check the suite against its contract now, at DAG import (JSON only, no GX, no Spark):
         # a column typo is then an import error in Airflow, not a day staged and quarantined.
-        self.contract  # noqa: B018
+        if _CHECK_SUITES.get():
+            self.contract  # noqa: B018
 
     @cached_property
     def contract(self) -> Contract:
@@ -129,11 +136,23 @@ def table_asset(identifier: str) -> Asset:
     return Asset(name=identifier, uri=f"iceberg://wap/{namespace}/{name}", group="iceberg")
 
 
-def find_pipeline(name: str) -> Pipeline:
+@contextmanager
+def suites_unchecked() -> Iterator[None]:
+    """Pipelines declared inside this block do not check their suites (`Pipeline.check` still
+    can): for tools that report a suite's problems along with others, such as `wap check`."""
+    token = _CHECK_SUITES.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_SUITES.reset(token)
+
+
+def find_pipeline(name: str, *, checked: bool = True) -> Pipeline:
     """The pipeline called `name`, as declared by a DAG file (for command-line tools).
 
     A DAG file whose pipeline's suite is refused (`wap.errors.SuiteError`) does not load: its
     error is raised if it is the pipeline asked for, else named if `name` is not found.
+    `checked=False`: suites are not checked (`suites_unchecked`), so every DAG file loads.
     """
     from wap.errors import SuiteError
 
@@ -141,7 +160,8 @@ def find_pipeline(name: str) -> Pipeline:
     known, refused = [], []
     for path in sorted(folder.glob("*.py")):
         try:
-            pipelines = declared_in(path)
+            with nullcontext() if checked else suites_unchecked():
+                pipelines = declared_in(path)
         except SuiteError as exc:
             if exc.pipeline == name:
                 raise
@@ -155,6 +175,12 @@ def find_pipeline(name: str) -> Pipeline:
     raise UnknownPipelineError(
         f"no pipeline {name!r} is declared in {folder}; known: {', '.join(sorted(known)) or 'none'}{unloaded}"
     )
+
+
+def declared_pipelines() -> list[Pipeline]:
+    """Every pipeline the DAG files declare, their suites unchecked (`suites_unchecked`)."""
+    with suites_unchecked():
+        return [p for path in sorted(load_settings().dags_dir.glob("*.py")) for p in declared_in(path)]
 
 
 def declared_in(path: Path) -> list[Pipeline]:

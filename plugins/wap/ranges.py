@@ -40,7 +40,7 @@ from wap.errors import BadSourceError, DataError, GateFailedError, PartitionChan
 from wap.partition import Partition, PartitionRange, from_key, key_of
 from wap.pipeline import ALL_OR_NOTHING, Pipeline
 from wap.runtime import Runtime
-from wap.steps import ERROR_CHARS, _Clock, _reader, _transformed, outside_rows_error, record_quarantine
+from wap.steps import ERROR_CHARS, _Clock, _reader, outside_rows_error, record_quarantine, transformed
 
 log = logging.getLogger(__name__)
 
@@ -252,19 +252,19 @@ def _range_result(
     if whole:
         reader = _reader(spark, pipeline, table, {span.first: bases[first_key]})
         if spans:
-            changes = _transformed(spark, pipeline, span.first, span.last)
+            changes = transformed(spark, pipeline, span.first, span.last)
         else:
-            changes = _union(spark, [_transformed(spark, pipeline, value) for value in going.values()])
+            changes = _union(spark, [transformed(spark, pipeline, value) for value in going.values()])
         return pipeline.publish.staged_result(changes, columns, reader).withColumn(staging.RANGE_KEY, F.lit(first_key))
     if not spans:
         parts = [
             pipeline.publish.staged_result(
-                _transformed(spark, pipeline, value), columns, _reader(spark, pipeline, table, {value: bases[key]})
+                transformed(spark, pipeline, value), columns, _reader(spark, pipeline, table, {value: bases[key]})
             ).withColumn(staging.RANGE_KEY, F.lit(key))
             for key, value in going.items()
         ]
         return _union(spark, parts)
-    changes = _transformed(spark, pipeline, span.first, span.last)
+    changes = transformed(spark, pipeline, span.first, span.last)
     column = pipeline.partition_column
     if column is None or column not in changes.columns:
         raise DataError(
@@ -371,8 +371,7 @@ def _audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRange) ->
             staging.RANGE_KEY, F.regexp_extract(F.col("_metadata.file_path"), f"/{staging.RANGE_KEY}=([^/]+)/", 1)
         )
     else:
-        schema = ", ".join(f"`{c}` {t}" for c, t in pipeline.contract.columns.items())
-        frame = spark.createDataFrame([], f"{schema}, {staging.RANGE_KEY} STRING")
+        frame = spark.createDataFrame([], f"{pipeline.contract.ddl()}, {staging.RANGE_KEY} STRING")
     volume = suite.get("meta", {}).get("volume")
     live_rows = tables.live_row_counts(table, pipeline.partition_column) if volume and pipeline.partition_column else {}
     checksum = staging.checksum_aggregates(frame.drop(staging.RANGE_KEY))

@@ -400,12 +400,16 @@ class LandedFiles:
             )
         )
 
+    def empty(self, spark: SparkSession) -> DataFrame:
+        """The columns the pipeline's SQL sees (the declared ones), no rows."""
+        return spark.createDataFrame([], self.schema)
+
     def _read_json(self, spark: SparkSession, paths: list[str]) -> tuple[DataFrame, list[str], list, Any]:
         """JSON lines read as text, then parsed: the line is kept, and kinds can be checked."""
         from pyspark.sql import functions as F
         from pyspark.sql.types import DateType, DecimalType, StringType, StructField, StructType, TimestampType
 
-        fields = list(spark.createDataFrame([], self.schema).schema.fields)  # the declared schema, parsed
+        fields = list(self.empty(spark).schema.fields)  # the declared schema, parsed
         declared = [f.name for f in fields]
         # A byte-order mark opening a file is dropped by Hadoop's line reader (plain and
         # compressed files alike), so no line needs a test for it.
@@ -574,21 +578,30 @@ class DatabaseTable:
     def read(
         self, spark: SparkSession, partition: Partition, places: Places, last: Partition | None = None
     ) -> DataFrame:
-        conn = self._connection()
-        frame = (
-            spark.read.format("jdbc")
-            .option("url", f"jdbc:postgresql://{conn.host}:{conn.port or 5432}/{conn.schema}")
-            .option("driver", "org.postgresql.Driver")
-            .option("user", conn.login or "")
-            .option("password", conn.password or "")
-            .option("query", self.query(partition, last))
-            .option("fetchsize", self.fetch_size)
-            .load()
-        )
         # Read the database once: the count and the transform see the same rows, even if
         # the source changes meanwhile.
+        return self._jdbc(spark, self.query(partition, last), lambda frame: frame.localCheckpoint(eager=True))
+
+    def empty(self, spark: SparkSession) -> DataFrame:
+        """The table's columns, no rows: the database is asked for its shape, not its data."""
+        return self._jdbc(spark, f"SELECT * FROM {self.table} WHERE 1 = 0", lambda frame: frame)
+
+    def _jdbc(self, spark: SparkSession, query: str, then: Any) -> DataFrame:
+        """`query`'s result through Spark's JDBC reader, passed to `then` (where it is read)."""
+        conn = self._connection()
         try:
-            return frame.localCheckpoint(eager=True)
+            frame = (
+                spark.read.format("jdbc")
+                .option("url", f"jdbc:postgresql://{conn.host}:{conn.port or 5432}/{conn.schema}")
+                .option("driver", "org.postgresql.Driver")
+                .option("user", conn.login or "")
+                .option("password", conn.password or "")
+                .option("query", query)
+                .option("fetchsize", self.fetch_size)
+                .load()
+            )
+            result: DataFrame = then(frame)
+            return result
         except Exception as exc:
             if "No suitable driver" in str(exc) or "ClassNotFoundException" in str(exc):
                 raise SetupError(

@@ -116,7 +116,7 @@ def stage(
             ledger.update(pipeline.name, token, **read)
             checked = gate.assertions(gate.load_suite(pipeline.suite), findings, staged=False)
             _quarantined(runtime, pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {}, checked)
-        result = _transformed(spark, pipeline, partition)
+        result = transformed(spark, pipeline, partition)
         result = pipeline.publish.staged_result(
             result, list(contract.columns), _reader(spark, pipeline, table, {partition: base})
         )
@@ -212,7 +212,7 @@ def audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> st
         if staged.files:
             return spark.read.parquet(*map(staging.spark_uri, staged.files))
         # nothing written at all: gate an empty partition of the contract's shape
-        return spark.createDataFrame([], ", ".join(f"`{c}` {t}" for c, t in pipeline.contract.columns.items()))
+        return spark.createDataFrame([], pipeline.contract.ddl())
 
     if (measured := gate.remeasured(suite, staged.measured)) is not None:
         contract, plan, values = measured  # the values hold the checksum's too
@@ -356,10 +356,13 @@ def publish(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> 
     return {"status": status, "snapshot_id": snapshot_id, "partition": staged.partition, "rows": staged.rows_out}
 
 
-def _transformed(spark: Any, pipeline: Pipeline, partition: Partition, last: Partition | None = None) -> Any:
-    """The pipeline's SQL on the views of the partition (of the span to `last`, for SQL that
-    takes one: `Pipeline.sql_spans`). SQL that Spark cannot analyse (a column that does not
-    exist, a syntax error) is a `DataError`: the same SQL fails every retry."""
+def transformed(
+    spark: Any, pipeline: Pipeline, partition: Partition, last: Partition | None = None, text: str | None = None
+) -> Any:
+    """The pipeline's SQL (or `text` in its place) on the views of the partition (of the span
+    to `last`, for SQL that takes one: `Pipeline.sql_spans`). SQL that Spark cannot analyse (a
+    column that does not exist, a syntax error) is a `DataError` caused by Spark's error: the
+    same SQL fails every retry."""
     from pyspark.errors import AnalysisException  # also the base of Spark Connect's
 
     # Spark binds a date as a DATE (daily) and an hour's start as a TIMESTAMP (hourly).
@@ -367,7 +370,7 @@ def _transformed(spark: Any, pipeline: Pipeline, partition: Partition, last: Par
     if last is not None and not pipeline.sql_spans:
         raise ValueError(f"include/sql/{pipeline.sql} takes :partition, one partition: run it once per partition")
     try:
-        result = spark.sql(pipeline.sql_text(), args=args)
+        result = spark.sql(pipeline.sql_text() if text is None else text, args=args)
         result.schema  # noqa: B018 -- analysed now: Spark Connect analyses lazily
     except AnalysisException as exc:
         raise DataError(
