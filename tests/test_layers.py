@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "concerns",
         {"publish", "staging", "tables", "ledger", "spark", "sources", "audit", "pipeline", "lineage"},
     ),
-    ("steps", {"runtime", "steps", "check", "ranges", "quarantine", "rollback", "maintenance", "planner"}),
+    ("steps", {"runtime", "steps", "check", "preview", "ranges", "quarantine", "rollback", "maintenance", "planner"}),
     ("edge", {"tasks", "cli", "embedded", "template"}),
 ]
 # What a DAG file may import: the declarations and the Airflow edge (never steps or the CLI).

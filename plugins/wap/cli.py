@@ -9,6 +9,7 @@
     wap rollback silver_orders [--partition 2024-01-03] --to-snapshot ID --reason ...
     wap maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
     wap check [silver_orders ...]   (the suite, the SQL and its result against the contract; no data)
+    wap preview silver_orders 2024-01-03 [--rows 10]   (the transform and the gate on landed data; nothing written)
     wap new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]]
     wap run web_sessions --from 2024-01-01T05 [--to 2024-01-01T08]   (embedded: dag.test, no servers; range runs)
     wap airflow [--port 8080] [--spark server|in-task]   (a local Airflow: standalone + one shared Spark Connect server)
@@ -41,13 +42,16 @@ An error that is none of the above is a bug: Python prints its traceback (exit c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import decimal
 import json
+import logging
 import os
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -61,6 +65,7 @@ from wap.settings import load_settings
 if TYPE_CHECKING:
     from wap.check import Checked
     from wap.maintenance import Upkeep
+    from wap.preview import Previewed
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a retry cannot fix it
@@ -164,6 +169,9 @@ class Output(ABC):
     @abstractmethod
     def checked(self, results: list[Checked]) -> str: ...
 
+    @abstractmethod
+    def previewed(self, shown: Previewed) -> str: ...
+
 
 class TextOutput(Output):
     """Tables a person reads: long values cut to a line (the JSON has them whole)."""
@@ -252,6 +260,51 @@ class TextOutput(Output):
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
 
+    def previewed(self, shown: Previewed) -> str:
+        lines = [f"{shown.pipeline} {shown.partition}: a preview (nothing staged, published or recorded)", "", "read:"]
+        for read in shown.sources:
+            rejected = sum(read["rejected"].values())
+            lines.append(
+                f"  {read['view']}: {read['records']:,} records read, {read['own_records']:,} in the partition's "
+                f"own folder, {rejected:,} rejected"
+            )
+            lines += [f"    {count:,}  {reason}" for reason, count in sorted(read["rejected"].items())]
+            lines += [f"    e.g. {r['file']}: {r['reason']}: {r['record']}" for r in read["sample"]]
+            if read["late"]:
+                lines.append(f"    late records for earlier partitions: {read['late']}")
+        if shown.rows is None:
+            lines += ["", "the run would stop at its rejects: the SQL is not run"]
+        else:
+            lines += ["", f"result: {shown.rows:,} rows, checksum {shown.checksum}"]
+            columns = list(shown.columns)
+            sample = [{c: _plain(v) if v is not None else None for c, v in row.items()} for row in shown.sample]
+            lines += ["  " + line for line in render(sample, columns).splitlines()]
+            if shown.rows > len(shown.sample):
+                lines.append(f"  ({len(shown.sample)} of {shown.rows:,} rows; --rows N shows more)")
+        verdict = "passes" if shown.passed else "would BLOCK the publish (the run is quarantined)"
+        lines += ["", f"gate: {verdict}"]
+        from wap.audit import TYPED
+
+        found = {(f["check"], f["column"]): f for f in shown.findings}
+        typed = [c for c in shown.checks if c["check"] == TYPED]
+        if typed and all(c["success"] for c in typed):  # one line for the contract's columns, all as declared
+            lines.append(f"  {'ok':<8} {TYPED}: all {len(typed)} columns as declared")
+        for check in shown.checks:
+            if check in typed and check["success"]:
+                continue
+            finding = found.get((check["check"], check["column"]))
+            severity = finding["severity"] if finding else check["severity"]
+            state = "ok" if check["success"] else ("FAILED" if severity == "blocking" else "warning")
+            named = f"{check['check']}({check['column']})" if check["column"] else check["check"]
+            said = ""
+            if finding:
+                count = finding["unexpected_count"]
+                said = finding["message"] or (
+                    f"{count} unexpected, e.g. {finding['sample']}" if count else f"observed {finding['observed']}"
+                )
+            lines.append(f"  {state:<8} {named}" + (f": {str(said)[:160]}" if said else ""))
+        return "\n".join(lines)
+
 
 class JsonOutput(Output):
     """JSON for programs: a list of objects per listing (one object for `quarantine show` and
@@ -313,6 +366,9 @@ class JsonOutput(Output):
 
     def checked(self, results: list[Checked]) -> str:
         return self.dump([{"pipeline": r.pipeline, "ok": r.ok, **dataclasses.asdict(r)} for r in results])
+
+    def previewed(self, shown: Previewed) -> str:
+        return self.dump(dataclasses.asdict(shown))
 
 
 def _plain(value: Any) -> Any:
@@ -397,6 +453,24 @@ def make_plan(
 
 
 # --- errors: translated once, here -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _logs_to_stderr() -> Iterator[None]:
+    """What the block writes to stdout goes to stderr: Airflow's logging (configured when a DAG
+    file is imported) writes Spark's and GX's log lines to stdout, which must carry nothing but
+    the command's own output (`-o json` is parsed)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        # py4j says "Closing down clientserver connection" when the process exits, after the output.
+        logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def exit_code(exc: BaseException) -> int:
@@ -698,11 +772,36 @@ def check_command(ctx: click.Context, names: tuple[str, ...], output: Output) ->
     from wap.check import check
     from wap.pipeline import declared_pipelines, find_pipeline
 
-    pipelines = [find_pipeline(name, checked=False) for name in names] or declared_pipelines()
-    spark = current_runtime().spark()
-    results = [check(spark, pipeline) for pipeline in pipelines]
+    with _logs_to_stderr():
+        pipelines = [find_pipeline(name, checked=False) for name in names] or declared_pipelines()
+        spark = current_runtime().spark()
+        results = [check(spark, pipeline) for pipeline in pipelines]
     click.echo(output.checked(results))
     ctx.exit(EXIT_OK if all(r.ok for r in results) else EXIT_FAILED)
+
+
+@wap.command(
+    **_help(
+        "a partition's transform and gate on its landed data, shown; nothing written",
+        "The same reading (with its reject accounting), SQL and gate as a run of PARTITION, on the live table "
+        "as it is: counts and rejects by reason, the first rows of the result, and every check's verdict. "
+        "Nothing is staged, published or recorded in the ledger. Exit code 1 if the gate would block the publish.",
+    )
+)
+@click.argument("pipeline")
+@click.argument("partition")
+@click.option("--rows", type=click.IntRange(0, 1000), default=10, show_default=True, help="result rows to show")
+@output_option
+@click.pass_context
+def preview(ctx: click.Context, pipeline: str, partition: str, rows: int, output: Output) -> None:
+    from wap.pipeline import find_pipeline
+    from wap.preview import preview as run_preview
+
+    with _logs_to_stderr():
+        declared = find_pipeline(pipeline)
+        shown = run_preview(current_runtime(), declared, declared.grain.parse(partition, source="PARTITION"), rows)
+    click.echo(output.previewed(shown))
+    ctx.exit(EXIT_OK if shown.passed else EXIT_FAILED)
 
 
 @wap.command(

@@ -40,7 +40,7 @@ from wap.errors import BadSourceError, DataError, GateFailedError, PartitionChan
 from wap.partition import Partition, PartitionRange, from_key, key_of
 from wap.pipeline import ALL_OR_NOTHING, Pipeline
 from wap.runtime import Runtime
-from wap.steps import ERROR_CHARS, _Clock, _reader, outside_rows_error, record_quarantine, transformed
+from wap.steps import ERROR_CHARS, _Clock, base_reader, outside_rows_error, record_quarantine, transformed
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def _range_result(
     columns = list(pipeline.contract.columns)
     first_key = key_of(span.first)
     if whole:
-        reader = _reader(spark, pipeline, table, {span.first: bases[first_key]})
+        reader = base_reader(spark, pipeline, table, {span.first: bases[first_key]})
         if spans:
             changes = transformed(spark, pipeline, span.first, span.last)
         else:
@@ -259,7 +259,7 @@ def _range_result(
     if not spans:
         parts = [
             pipeline.publish.staged_result(
-                transformed(spark, pipeline, value), columns, _reader(spark, pipeline, table, {value: bases[key]})
+                transformed(spark, pipeline, value), columns, base_reader(spark, pipeline, table, {value: bases[key]})
             ).withColumn(staging.RANGE_KEY, F.lit(key))
             for key, value in going.items()
         ]
@@ -272,7 +272,7 @@ def _range_result(
             f"column, so its rows cannot be put in their partitions: no retry can help. Return {column}, then run "
             f"the range again (wap run {pipeline.name} --from {first_key} --to {key_of(span.last)})."
         )
-    reader = _reader(spark, pipeline, table, {value: bases[key] for key, value in going.items()})
+    reader = base_reader(spark, pipeline, table, {value: bases[key] for key, value in going.items()})
     result = pipeline.publish.staged_result(changes, columns, reader)
     result = result.withColumn(staging.RANGE_KEY, F.date_format(F.col(column), span.grain.spark_key_format))
     stopped = [key_of(p) for p in span.partitions() if key_of(p) not in going]

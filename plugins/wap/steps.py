@@ -96,9 +96,7 @@ def stage(
         clock.lap("spark_session")
         findings: list[gate.Finding] = []
         intakes: dict[str, dict[str, Any]] = {}
-        for source in pipeline.sources:
-            usable, rejects, intake = sources.take_in(spark, source, partition, runtime.places)
-            usable.createOrReplaceTempView(source.view)
+        for source, intake, rejects in read_sources(spark, runtime, pipeline, partition):
             intakes[source.view] = {
                 "records": intake.records,
                 "own": intake.own_records,
@@ -116,14 +114,8 @@ def stage(
             ledger.update(pipeline.name, token, **read)
             checked = gate.assertions(gate.load_suite(pipeline.suite), findings, staged=False)
             _quarantined(runtime, pipeline, token, partition, gate.AuditReport(None, findings), quarantine, {}, checked)
-        result = transformed(spark, pipeline, partition)
-        result = pipeline.publish.staged_result(
-            result, list(contract.columns), _reader(spark, pipeline, table, {partition: base})
-        )
-        if contract.on_added_column == "allow":
-            added = [f for f in gate.check_contract(result, contract) if f.check == gate.ADDED]
-            result = result.drop(*[f.column for f in added if f.column])
-            findings += added
+        result, added = result_of(spark, pipeline, partition, base_reader(spark, pipeline, table, {partition: base}))
+        findings += added
         staged_dir = staging.partition_dir(table.location(), "data", pipeline.partition_column, partition, token)
         files, measured = _write_measured(spark, pipeline, partition, result, staged_dir, clock)
         staged = staging.StagedRun(
@@ -152,6 +144,40 @@ def stage(
         "staged %s files (%s rows read) for %s %s in %s", len(files), rows_in, pipeline.table, partition, staged_dir
     )
     return staged
+
+
+def read_sources(
+    spark: Any, runtime: Runtime, pipeline: Pipeline, partition: Partition
+) -> list[tuple[sources.Source, sources.Intake, Any]]:
+    """Each source read for the partition and its usable records registered as the source's
+    view; per source, its accounting and its rejects (None: none)."""
+    found = []
+    for source in pipeline.sources:
+        usable, rejects, intake = sources.take_in(spark, source, partition, runtime.places)
+        usable.createOrReplaceTempView(source.view)
+        found.append((source, intake, rejects))
+    return found
+
+
+def result_of(spark: Any, pipeline: Pipeline, partition: Partition, base: Callable[[], Any]) -> tuple[Any, list]:
+    """What the run stages, from the registered views: the SQL's result as the publish mode
+    stages it (`base` reads what it builds on), and the added columns the contract allows,
+    dropped from it and returned as warnings."""
+    contract = pipeline.contract
+    result = pipeline.publish.staged_result(transformed(spark, pipeline, partition), list(contract.columns), base)
+    added = []
+    if contract.on_added_column == "allow":
+        added = [f for f in gate.check_contract(result, contract) if f.check == gate.ADDED]
+        result = result.drop(*[f.column for f in added if f.column])
+    return result, added
+
+
+def recent_rows(table: Any, pipeline: Pipeline, suite: dict[str, Any], partition: Partition) -> list[int]:
+    """The row counts of the partitions before `partition` that the suite's volume rule compares with."""
+    volume = suite.get("meta", {}).get("volume")
+    if not volume or not pipeline.partition_column:
+        return []
+    return tables.recent_row_counts(table, pipeline.partition_column, partition, volume["recent_partitions"])
 
 
 def _write_measured(
@@ -199,12 +225,7 @@ def audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> st
     partition = from_key(staged.partition)
     table = tables.load_table(pipeline.table, runtime.catalog)
     suite = gate.load_suite(pipeline.suite)
-    volume = suite.get("meta", {}).get("volume")
-    recent = (
-        tables.recent_row_counts(table, pipeline.partition_column, partition, volume["recent_partitions"])
-        if volume and pipeline.partition_column
-        else []
-    )
+    recent = recent_rows(table, pipeline, suite, partition)
 
     @functools.cache
     def frame() -> Any:
@@ -395,7 +416,7 @@ def outside_rows_error(pipeline: Pipeline, span: PartitionRange, which: str) -> 
     )
 
 
-def _reader(
+def base_reader(
     spark: Any, pipeline: Pipeline, table: Any, bases: dict[Partition, tables.PublishedVersion | None]
 ) -> Callable[[], Any]:
     """Reads what the run replaces as of each partition's version in `bases` (its partitions,
