@@ -1,6 +1,7 @@
 # The two commands of the quick start, each installing what it needs first:
 #   make run    install, generate a week of sample orders, run silver + gold for each day
 #   make test   install, run the test suite
+#   make airflow  install, then a local Airflow for these DAGs (UI and REST API), until Ctrl-C
 # The set-up on its own (both run it):
 #   make install  .venv: the pinned requirements.txt, then this package, editable (the `wap` command)
 # Everything installs into .venv: the pinned requirements.txt, the package, and (for run and
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.installed
 JDBC_JAR := $(VENV)/jars/postgresql.jar
 SYSTEM_JDBC_JAR := /usr/share/java/postgresql.jar
 
-.PHONY: install run test bench bench-quick lint format lock clean
+.PHONY: install run test airflow bench bench-quick lint format lock clean
 
 install: $(STAMP)
 
@@ -65,6 +66,11 @@ $(JDBC_JAR): $(wildcard $(SYSTEM_JDBC_JAR))
 
 run: install bytecode $(JDBC_JAR)
 	@$(PY) scripts/quickstart.py
+
+# A local Airflow for these DAGs until Ctrl-C (`wap airflow`: standalone on the embedded default,
+# the pools imported, one shared Spark Connect server); options: make airflow ARGS="--port 8090".
+airflow: install bytecode $(JDBC_JAR)
+	@$(VENV)/bin/wap airflow $(ARGS)
 
 # Two processes (pytest-xdist), a whole test module each at a time: module fixtures stay shared.
 test: install bytecode $(JDBC_JAR)

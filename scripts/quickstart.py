@@ -18,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 
+from sample_data.orders import ORDERS_PER_DAY, write_landing  # noqa: E402
 from wap.embedded import prepare_airflow  # noqa: E402
 from wap.settings import load_settings  # noqa: E402
 
@@ -30,7 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2024, 1, 1))
     parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--orders-per-day", type=int, default=500)
+    parser.add_argument("--orders-per-day", type=int, default=ORDERS_PER_DAY)
     parser.add_argument("--data-dir", type=Path, default=load_settings().data_dir)
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
@@ -42,8 +43,6 @@ def main() -> int:
     say(f"java: {check_java()}")
     say(f"[1/4] preparing Airflow (SQLite metadata DB) under {data_dir / 'airflow'}")
     prepare_airflow(data_dir)
-
-    from sample_data.orders import write_landing
 
     files = write_landing(load_settings().landing_dir, args.start, args.days, args.orders_per_day)
     say(

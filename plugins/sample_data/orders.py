@@ -21,6 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+# The quickstart's size (scripts/quickstart.py): days generated here pass the example's volume rule next to its days.
+ORDERS_PER_DAY = 500
 CHANNELS = ("web", "app", "store")
 CURRENCIES = ("EUR", "USD", "GBP")
 DUPLICATE_RATE = 0.04
@@ -28,7 +30,7 @@ LATE_RATE = 0.05
 NULL_CHANNEL_RATE = 0.03
 
 
-def events_for_day(day: dt.date, orders_per_day: int = 200, seed: int = 7) -> list[dict[str, Any]]:
+def events_for_day(day: dt.date, orders_per_day: int = ORDERS_PER_DAY, seed: int = 7) -> list[dict[str, Any]]:
     """The events that happened on `day` (each tagged with the day it lands on)."""
     rng = random.Random(f"{seed}:{day.isoformat()}")
     start = dt.datetime.combine(day, dt.time(0, 0), tzinfo=dt.UTC)
@@ -66,7 +68,9 @@ def events_for_day(day: dt.date, orders_per_day: int = 200, seed: int = 7) -> li
     return events
 
 
-def write_landing(out: Path, start: dt.date, days: int, orders_per_day: int = 200, seed: int = 7) -> list[Path]:
+def write_landing(
+    out: Path, start: dt.date, days: int, orders_per_day: int = ORDERS_PER_DAY, seed: int = 7
+) -> list[Path]:
     """Write the landed files for `days` days from `start`; return the files written."""
     by_landing_day: dict[dt.date, list[dict[str, Any]]] = defaultdict(list)
     for offset in range(days):
@@ -89,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--start", type=dt.date.fromisoformat, required=True)
     parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--orders-per-day", type=int, default=200)
+    parser.add_argument("--orders-per-day", type=int, default=ORDERS_PER_DAY)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, required=True, help="the landing folder")
     args = parser.parse_args()

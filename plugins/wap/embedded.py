@@ -139,7 +139,8 @@ def local_airflow(
         else:
             echo("Spark: each Spark task starts its own local JVM (--spark in-task)")
         echo(
-            f"Airflow: {env['AIRFLOW__API__BASE_URL']} (user admin; the password is printed below, and kept in {env['AIRFLOW_HOME']})"
+            f"Airflow: {env['AIRFLOW__API__BASE_URL']} (user admin; the password is printed below, and kept in "
+            f"{env['AIRFLOW_HOME']}); Ctrl-C stops Airflow and everything this command started"
         )
         airflow = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, start_new_session=True)
 
