@@ -1,7 +1,7 @@
 """`new` (wap.template) in a copy of the repository: a daily pipeline on landed files, an hourly
-one on landed files, a daily one on a PostgreSQL table and an hourly one merging a PostgreSQL
-table into a table keyed by id. Each writes exactly its four files, a second `new` of a taken
-name writes nothing, the files pass ruff, and the generated tests and the repository's DAG
+one on landed files, a daily one on a PostgreSQL table, an hourly one merging a PostgreSQL
+table into a table keyed by id, and an hourly one keeping landed events as they land
+(`--shape events`). Each writes exactly its four files, a second `new` of a taken name writes nothing, the files pass ruff, and the generated tests and the repository's DAG
 checks pass on them (one pytest run in the copy: Spark and Airflow start once).
 """
 
@@ -26,6 +26,7 @@ CASES = {
     "bronze_clicks": ["--grain", "hourly", "--source", "files:click_events"],
     "customer_changes": ["--grain", "daily", "--source", "postgres:public.customers", "--conn-id", "shop_db"],
     "dim_accounts": ["--grain", "hourly", "--source", "postgres:public.accounts", "--merge"],
+    "page_views": ["--grain", "hourly", "--shape", "events"],
 }
 FOUR = {
     "web_sessions": [
@@ -51,6 +52,12 @@ FOUR = {
         "include/sql/dim_accounts.sql",
         "expectations/silver.dim_accounts.json",
         "tests/test_dim_accounts.py",
+    ],
+    "page_views": [
+        "dags/page_views.py",
+        "include/sql/page_views.sql",
+        "expectations/silver.page_views.json",
+        "tests/test_page_views.py",
     ],
 }
 GIT = ["git", "-c", "user.name=wap-tests", "-c", "user.email=wap-tests@localhost", "-c", "commit.gpgsign=false"]
@@ -137,7 +144,9 @@ def test_each_new_writes_exactly_its_four_files(generated):
         (["conftest"], "would shadow"),
         (["clicks", "--source", "ftp"], "use files[:<dataset>] or postgres[:<schema.table>]"),
         (["clicks", "--table", "clicks"], "namespace.table"),
-        (["clicks", "--merge"], "--merge needs a database source"),
+        (["clicks", "--merge"], "--shape merged: a files source's shapes are latest, events"),
+        (["clicks", "--source", "postgres", "--shape", "events"], "--shape events needs --source files"),
+        (["clicks", "--source", "postgres", "--merge", "--shape", "changes"], "--merge is --shape merged"),
     ],
     ids=lambda value: value if isinstance(value, str) else " ".join(value),
 )
@@ -227,7 +236,7 @@ def test_the_longest_names_still_give_files_ruff_accepts(tmp_path):
 
 
 def test_every_template_is_used_and_renders(tmp_path, monkeypatch):
-    """Each file in templates/ is read for some request, and every grain, source and merge renders
+    """Each file in templates/ is read for some request, and every grain, source and shape renders
     complete files (no Jinja left in them, the suite valid JSON) in the order they are written."""
     import jinja2
 
@@ -241,8 +250,8 @@ def test_every_template_is_used_and_renders(tmp_path, monkeypatch):
     environment = template.environment(Recording(template.TEMPLATES))
     monkeypatch.setattr(template, "environment", lambda: environment)
     for grain in template.GRAINS:
-        for source, merge in (("files", False), ("postgres", False), ("postgres", True)):
-            request = template.spec("a_pipeline", grain=grain, source=source, merge=merge)
+        for source, shape in ((source, shape) for source, shapes in template.SHAPES.items() for shape in shapes):
+            request = template.spec("a_pipeline", grain=grain, source=source, shape=shape)
             texts = template.render(request)
             assert list(texts) == [str(path) for path in request.paths(Path())]
             for text in [*texts.values(), template.next_steps(request, request.paths(tmp_path), tmp_path)]:

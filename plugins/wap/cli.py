@@ -10,7 +10,7 @@
     wap maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
     wap check [silver_orders ...]   (the suite, the SQL and its result against the contract; no data)
     wap preview silver_orders 2024-01-03 [--rows 10]   (the transform and the gate on landed data; nothing written)
-    wap new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]]
+    wap new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]] [--shape S]
     wap run web_sessions --from 2024-01-01T05 [--to 2024-01-01T08]   (embedded: dag.test, no servers; range runs)
     wap airflow [--port 8080] [--spark server|in-task]   (a local Airflow: standalone + one shared Spark Connect server)
 
@@ -704,12 +704,17 @@ def maintain(
     help=f"postgres: the Airflow connection id (default {template.DEFAULT_CONN_ID})",
 )
 @click.option(
-    "--merge",
-    is_flag=True,
-    help="postgres: merge each run's rows into a table keyed by id (a dimension), the newest updated_at winning",
+    "--shape",
+    type=click.Choice([shape for shapes in template.SHAPES.values() for shape in shapes]),
+    help="what a row is. files: latest (default; one row per id and partition, its latest state, e.g. an order) "
+    "or events (every record once, as landed, re-sent copies dropped by id, e.g. a click); postgres: changes "
+    "(default; the rows changed in the partition) or merged (a table keyed by id, a dimension)",
 )
-def new(name: str, grain: str, source: str, table: str | None, conn_id: str, merge: bool) -> None:
-    request = argparse.Namespace(name=name, grain=grain, source=source, table=table, conn_id=conn_id, merge=merge)
+@click.option("--merge", is_flag=True, help="the same as --shape merged")
+def new(name: str, grain: str, source: str, table: str | None, conn_id: str, shape: str | None, merge: bool) -> None:
+    request = argparse.Namespace(
+        name=name, grain=grain, source=source, table=table, conn_id=conn_id, merge=merge, shape=shape
+    )
     click.echo(template.run(request))
 
 

@@ -54,6 +54,13 @@ _SNAKE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
 # The table's columns after `id` and the partition column (the contract; the SQL makes them).
 _FILES_COLUMNS = {"status": "string", "amount": "decimal(12,2)", "updated_ts": "timestamp", "record_count": "bigint"}
+_EVENTS_COLUMNS = {"event_ts": "timestamp", "status": "string", "amount": "decimal(12,2)"}
+# What a table holds, by source: its shapes, the default first.
+# latest: one row per id and partition, in its latest state (an entity's state, e.g. an order);
+# events: every record once, as it landed (a fact, e.g. a click or a flight), re-sent copies dropped by id;
+# changes: the rows of a database table changed in the partition, as they were then;
+# merged: a table keyed by id into which each run merges its rows (a dimension), the newest updated_at winning.
+SHAPES = {"files": ("latest", "events"), "postgres": ("changes", "merged")}
 _POSTGRES_COLUMNS = {"status": "string", "amount": "decimal(12,2)", "updated_at": "timestamp"}
 
 
@@ -69,6 +76,7 @@ class Spec:
     dataset: str  # files: the landed dataset; postgres: "schema.table"
     conn_id: str = DEFAULT_CONN_ID  # postgres: the Airflow connection
     merge_key: str | None = None  # postgres: merge into a table keyed by this column (a dimension)
+    shape: str = "latest"  # what a row is (`SHAPES`)
 
     @property
     def sql(self) -> str:
@@ -107,12 +115,14 @@ def spec(
     table: str | None = None,
     conn_id: str = DEFAULT_CONN_ID,
     merge: bool = False,
+    shape: str | None = None,
 ) -> Spec:
     """Check the request's names and fill in the defaults: table `silver.<name>` (or `<layer>.<rest>`
     for a name `<layer>_<rest>`), landed dataset `<table's name>`, database table `public.<table's name>`.
 
-    `source` is `files`, `files:<dataset>`, `postgres` or `postgres:<schema.table>`. `merge` (postgres
-    only): a table keyed by `id` into which each run merges its rows, the newest `updated_at` winning.
+    `source` is `files`, `files:<dataset>`, `postgres` or `postgres:<schema.table>`. `shape` is
+    one of the source's `SHAPES` (default: its first); `merge` is `shape="merged"`: a table keyed
+    by `id` into which each run merges its rows, the newest `updated_at` winning.
     """
     _check_snake("pipeline name", name)
     if grain not in GRAINS:
@@ -139,9 +149,14 @@ def spec(
         for part in db_parts:
             _check_snake("database table", part, shown=dataset)
         _check_snake("connection id", conn_id)
-    if merge and kind != "postgres":
-        raise TemplateError("--merge needs a database source (--source postgres[:schema.table])")
-    return Spec(name, table, grain, kind, dataset, conn_id, merge_key="id" if merge else None)
+    if merge and shape not in (None, "merged"):
+        raise TemplateError(f"--merge is --shape merged, not --shape {shape}: give one of them")
+    shape = "merged" if merge else shape or SHAPES[kind][0]
+    if shape not in SHAPES[kind]:
+        other = [k for k, shapes in SHAPES.items() if shape in shapes]
+        needs = f"; --shape {shape} needs --source {other[0]}" if other else ""
+        raise TemplateError(f"--shape {shape}: a {kind} source's shapes are {', '.join(SHAPES[kind])}{needs}")
+    return Spec(name, table, grain, kind, dataset, conn_id, merge_key="id" if shape == "merged" else None, shape=shape)
 
 
 def _check_snake(what: str, value: str, *, shown: str | None = None) -> None:
@@ -279,7 +294,7 @@ def context(request: Spec) -> dict[str, Any]:
     """The names the templates are given (each template's header says which it uses)."""
     unit = partition.GRAINS[request.grain].unit  # DAY or HOUR, in SQL intervals
     return {
-        **asdict(request),  # name, table, grain, source, dataset, conn_id, merge_key
+        **asdict(request),  # name, table, grain, source, dataset, conn_id, merge_key, shape
         "sql": request.sql,
         "suite": request.suite,
         "view": request.view,
@@ -294,7 +309,7 @@ def suite(request: Spec) -> dict[str, Any]:
     """The expectation suite: the table's contract (its columns and types) and the gate's checks."""
     column = request.partition_column  # None: a merged table, which is not partitioned
     columns = {"id": "string", **({column: partition.GRAINS[request.grain].column_type} if column else {})}
-    columns |= _FILES_COLUMNS if request.source == "files" else _POSTGRES_COLUMNS
+    columns |= {"latest": _FILES_COLUMNS, "events": _EVENTS_COLUMNS}.get(request.shape, _POSTGRES_COLUMNS)
     contract = {"version": 1, **({"partition_column": column} if column else {})}
     contract |= {"on_added_column": "block", "columns": columns}
 
@@ -377,6 +392,12 @@ def run(args: argparse.Namespace) -> str:
     """Carry out `new` (its options are `wap.cli`'s `new` command); return what to print.
     Raises `TemplateError` (a ValueError) when refused."""
     request = spec(
-        args.name, grain=args.grain, source=args.source, table=args.table, conn_id=args.conn_id, merge=args.merge
+        args.name,
+        grain=args.grain,
+        source=args.source,
+        table=args.table,
+        conn_id=args.conn_id,
+        merge=args.merge,
+        shape=args.shape,
     )
     return next_steps(request, create(request))
