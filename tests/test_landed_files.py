@@ -343,3 +343,83 @@ def test_a_file_refused_while_reading_names_the_folder_a_range_leaves_out():
     )
     assert [_folder_key(_refused_file(e)) for e in (corrupt, header)] == ["2024-01-03", "2024-01-05T07"]
     assert _refused_file(OSError("a network file system timed out")) is None  # not the file's fault: retried
+
+
+PARQUET_SCHEMA = "s STRING, m DECIMAL(12,2), t TIMESTAMP, l BIGINT"
+
+
+def write_parquet(path: Path, **overrides) -> None:
+    """Two rows with the declared columns (`overrides`: a column's arrow array instead, or None to leave it out)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {
+        "s": pa.array(["x", None]),
+        "m": pa.array([decimal.Decimal("1.50"), decimal.Decimal("2.25")], pa.decimal128(12, 2)),
+        "t": pa.array([dt.datetime(2024, 1, 4, 10, tzinfo=dt.UTC), None], pa.timestamp("us", tz="UTC")),
+        "l": pa.array([1, 2], pa.int64()),
+        "extra": pa.array(["not", "declared"]),
+    } | overrides
+    pq.write_table(pa.table({k: v for k, v in columns.items() if v is not None}), path)
+
+
+def take_parquet(spark, root: Path):
+    from wap.sources import LandedFiles, Places, take_in
+
+    files = LandedFiles(dataset=root.name, schema=PARQUET_SCHEMA, late_folders=0, format="parquet")
+    return take_in(spark, files, DAY, Places(root.parent))
+
+
+def test_parquet_files_are_read_with_their_types_and_every_record_counted(spark, landing):
+    write_parquet(landing / f"dt={DAY}" / "part-0.parquet")
+    write_parquet(landing / f"dt={DAY}" / "export.snappy.parquet")
+    (landing / f"dt={DAY}" / "_SUCCESS").write_text("")
+    usable, rejects, intake = take_parquet(spark, landing)
+    assert rejects is None and intake.records == intake.own_records == 4
+    rows = sorted(usable.collect(), key=lambda r: (r.s is None, r.l))
+    assert usable.columns == ["s", "m", "t", "l"]
+    assert [(r.s, r.m, r.l) for r in rows[:2]] == [("x", decimal.Decimal("1.50"), 1)] * 2
+    assert rows[0].t == dt.datetime(2024, 1, 4, 10)  # Spark's session time zone is UTC
+
+
+@pytest.mark.parametrize(
+    "overrides, said",
+    [
+        ({"m": None}, "column 'm' is missing"),
+        ({"m": "double"}, "column 'm' is double, declared decimal(12,2)"),
+        ({"l": "int32"}, "column 'l' is int, declared bigint"),
+        ({"t": "naive"}, "column 't' is timestamp_ntz, declared timestamp"),
+    ],
+    ids=["missing", "double for decimal", "int for bigint", "local time for timestamp"],
+)
+def test_a_parquet_file_without_the_declared_columns_is_refused_by_name(spark, landing, overrides, said):
+    import pyarrow as pa
+
+    from wap.errors import BadSourceError
+
+    arrays = {
+        "double": pa.array([1.5, 2.25]),
+        "int32": pa.array([1, 2], pa.int32()),
+        "naive": pa.array([dt.datetime(2024, 1, 4, 10), None], pa.timestamp("us")),
+        None: None,
+    }
+    write_parquet(landing / f"dt={DAY}" / "good.parquet")
+    write_parquet(landing / f"dt={DAY}" / "bad.parquet", **{k: arrays[v] for k, v in overrides.items()})
+    with pytest.raises(BadSourceError) as refused:
+        take_parquet(spark, landing)
+    assert "bad.parquet does not have the declared columns" in str(refused.value)
+    assert said in str(refused.value)
+
+
+def test_a_file_that_is_not_parquet_or_is_truncated_is_refused_by_name(spark, landing):
+    from wap.errors import BadSourceError
+
+    folder = landing / f"dt={DAY}"
+    (folder / "a.parquet").write_text(json.dumps(GOOD) + "\n")
+    with pytest.raises(BadSourceError, match=r"a.parquet is text or another format, not Parquet"):
+        take_parquet(spark, landing)
+    (folder / "a.parquet").unlink()
+    write_parquet(folder / "whole.parquet")
+    (folder / "cut.parquet").write_bytes((folder / "whole.parquet").read_bytes()[:-100])
+    with pytest.raises(BadSourceError, match=r"cut.parquet is not a readable Parquet file"):
+        take_parquet(spark, landing)

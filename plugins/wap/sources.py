@@ -12,8 +12,9 @@ ledger, and fails when they exceed the source's `max_rejected_share`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import partial, reduce
 from operator import and_, or_
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,7 +66,7 @@ def _within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def landed_files(root: Path, folders: list[Path]) -> list[Path]:
+def landed_files(root: Path, folders: list[Path], check: Callable[[Path], None] | None = None) -> list[Path]:
     """The data files of a partition's landing folders, checked before anything reads them.
 
     `root` is the dataset's landing folder (`<landing>/<dataset>`), the boundary: a link that
@@ -73,7 +74,8 @@ def landed_files(root: Path, folders: list[Path]) -> list[Path]:
     files only: a subfolder is refused (its files would otherwise be skipped in silence, or
     break Spark's partition discovery); so are files that are not regular files (a FIFO
     would block the reader), compressed files whose name does not say so, compressions Spark
-    cannot read, and files that are not UTF-8 text. Markers (`_`/`.` names) are skipped.
+    cannot read, and files that are not UTF-8 text (`check`: another test of each file's
+    content, e.g. a Parquet file's schema). Markers (`_`/`.` names) are skipped.
     """
     boundary = root.resolve()
     found = []
@@ -106,7 +108,7 @@ def landed_files(root: Path, folders: list[Path]) -> list[Path]:
                 raise BadSourceError(f"{entry} is not a regular file (a pipe, socket or device): it is not read")
             if ":" in entry.name:  # Hadoop's paths cannot name it: Spark would fail on it at every try
                 raise BadSourceError(f"{entry}: a landed file's name cannot hold ':'; rename it")
-            _check_content(entry)
+            (check or _check_content)(entry)
             found.append(entry)
     return found
 
@@ -256,6 +258,71 @@ def _first_reason(reasons: list[tuple[Any, Any]]) -> Any:
     return reason
 
 
+def _check_parquet(path: Path, columns: dict[str, str]) -> None:
+    """Refuse a landed file that is not Parquet, or whose schema lacks one of the declared
+    `columns` (name -> Spark type) or holds it with another type (Spark would fail on it, or
+    convert it in silence)."""
+    import pyarrow.parquet as pq
+
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head != b"PAR1":
+        kind = next((name for magic, name in _MAGIC if head.startswith(magic[:4])), "text or another format")
+        raise BadSourceError(f"{path} is {kind}, not Parquet: this source reads Parquet files only")
+    try:
+        found = pq.read_schema(path)
+    except Exception as exc:  # pyarrow's ArrowInvalid, OSError: a truncated or corrupt file
+        raise BadSourceError(
+            f"{path} is not a readable Parquet file ({exc}): no record of it was used; re-land it whole"
+        ) from None
+    problems = []
+    for name, declared in columns.items():
+        if name not in found.names:
+            problems.append(f"column {name!r} is missing")
+        elif (kind := _arrow_as_spark(found.field(name).type)) != declared:
+            problems.append(f"column {name!r} is {kind}, declared {declared}")
+    if problems:
+        raise BadSourceError(
+            f"{path} does not have the declared columns: {'; '.join(problems)}. Land it with the declared "
+            "schema, or declare the file's types (and cast them in the SQL)"
+        )
+
+
+def _arrow_as_spark(arrow_type: Any) -> str:
+    """The Spark SQL type name Spark reads a Parquet column of this Arrow type as."""
+    import pyarrow as pa
+
+    t = pa.types
+    simple = [
+        (t.is_string, "string"),
+        (t.is_large_string, "string"),
+        (t.is_boolean, "boolean"),
+        (t.is_int8, "tinyint"),
+        (t.is_int16, "smallint"),
+        (t.is_int32, "int"),
+        (t.is_int64, "bigint"),
+        (t.is_float32, "float"),
+        (t.is_float64, "double"),
+        (t.is_date32, "date"),
+        (t.is_binary, "binary"),
+    ]
+    for test, name in simple:
+        if test(arrow_type):
+            return name
+    if t.is_decimal(arrow_type):
+        return f"decimal({arrow_type.precision},{arrow_type.scale})"
+    if t.is_timestamp(arrow_type):
+        return "timestamp" if arrow_type.tz is not None else "timestamp_ntz"
+    if t.is_list(arrow_type) or t.is_large_list(arrow_type):
+        return f"array<{_arrow_as_spark(arrow_type.value_type)}>"
+    if t.is_struct(arrow_type):
+        inner = ",".join(f"{f.name}:{_arrow_as_spark(f.type)}" for f in arrow_type)
+        return f"struct<{inner}>"
+    if t.is_map(arrow_type):
+        return f"map<{_arrow_as_spark(arrow_type.key_type)},{_arrow_as_spark(arrow_type.item_type)}>"
+    return str(arrow_type)
+
+
 @dataclass(frozen=True)
 class Places:
     """Where sources are read from, passed in by the step that reads them (`Runtime.places`):
@@ -281,11 +348,14 @@ class LandedFiles:
     `coerce=True` takes a value of another kind as Spark's JSON reader converts it instead
     (any value as its text in a STRING field, a number written as a string in a number
     field): for feeds known to need it. Values must still fit (no rounding, real times).
+
+    CSV: a header naming the declared columns. Parquet: every file holds each declared
+    column with the declared type, or is refused by name before anything is read.
     """
 
     dataset: str
     schema: str  # Spark DDL, e.g. "order_id STRING, amount DECIMAL(12,2)"; fields not declared are not read
-    format: str = "json"  # or "csv" (with a header row that must name the declared columns)
+    format: str = "json"  # "csv" (with a header row that must name the declared columns), or "parquet"
     late_folders: int = 1
     event_time: str | None = None  # a record in folder F must have this time in [F - late_folders, end of F)
     max_rejected_share: float = 0.0  # rejects tolerated in the partition's own folder (0.01 = 1%)
@@ -332,15 +402,19 @@ class LandedFiles:
 
         root = places.landing_dir / self.dataset
         folders = [Path(f) for f in self.folders(partition, places.landing_dir, last)]
+        check = None
+        if self.format == "parquet":
+            columns = {f.name: f.dataType.simpleString() for f in self.empty(spark).schema.fields}
+            check = partial(_check_parquet, columns=columns)
         if refused is None:
-            files = landed_files(root, folders)
+            files = landed_files(root, folders, check)
         else:
             files = []
             for folder in folders:
                 if folder.name.removeprefix("dt=") in refused:  # refused already (an earlier try of this read)
                     continue
                 try:
-                    files += landed_files(root, [folder])
+                    files += landed_files(root, [folder], check)
                 except BadSourceError as exc:
                     refused[folder.name.removeprefix("dt=")] = str(exc)
         if not files:
@@ -352,6 +426,8 @@ class LandedFiles:
         paths = [_literal(path) for path in files]
         if self.format == "csv":
             frame, declared, reasons, record = self._read_csv(spark, paths)
+        elif self.format == "parquet":
+            frame, declared, reasons, record = self._read_parquet(spark, paths)
         else:
             frame, declared, reasons, record = self._read_json(spark, paths)
         grain = grain_of(partition)
@@ -449,6 +525,15 @@ class LandedFiles:
             *conversions,
         ]
         return checked, declared, reasons, line
+
+    def _read_parquet(self, spark: SparkSession, paths: list[str]) -> tuple[DataFrame, list[str], list, Any]:
+        """Parquet files, each checked against the declared schema first (`_check_parquet`):
+        typed values, so no record is a reject; the record as landed is shown as JSON."""
+        from pyspark.sql import functions as F
+
+        frame = spark.read.schema(self.schema).parquet(*paths).withColumn(FILE, F.col("_metadata.file_path"))
+        declared = [c for c in frame.columns if c != FILE]
+        return frame, declared, [], F.to_json(F.struct(*declared))
 
     def _read_csv(self, spark: SparkSession, paths: list[str]) -> tuple[DataFrame, list[str], list, Any]:
         from pyspark.sql import functions as F
