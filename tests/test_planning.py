@@ -18,11 +18,15 @@ from wap.settings import REPO_ROOT
 DAYS = [START + dt.timedelta(days=n) for n in range(6)]
 
 
-def cli(*args: str, ok: bool = True) -> str:
+def cli(*args: str, ok: bool = True, env: dict[str, str] | None = None) -> str:
     # A guard against a hang, not a time limit: `wap run` starts Airflow and a JVM, and runs
     # DAGs (minutes on a loaded 2-core machine).
     done = subprocess.run(
-        [sys.executable, "-m", "wap.cli", *args], capture_output=True, text=True, env=os.environ.copy(), timeout=900
+        [sys.executable, "-m", "wap.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env or os.environ.copy(),
+        timeout=900,
     )
     assert (done.returncode == 0) == ok, (done.stdout, done.stderr)
     return done.stdout + done.stderr
@@ -120,15 +124,21 @@ def test_the_whole_table_rolls_back_to_an_earlier_snapshot(history):
         rollback.rollback_table(session_runtime(), find_pipeline("silver_orders"), 12345, "x")
 
 
-def test_run_runs_a_dag_here_for_a_range_in_range_runs_or_one_run_per_partition(history):
+def test_run_runs_a_dag_here_for_a_range_in_range_runs_or_one_run_per_partition(history, tmp_path):
     """`wap.cli run`: the embedded way to run a pipeline on one's own data (dag.test): a new attempt
-    per day of the range, each ending live (published again after the rollbacks above, or skipped)."""
+    per day of the range, each ending live (published again after the rollbacks above, or skipped),
+    each day's outcome printed."""
     from wap.ledger import Ledger
 
     before = {day: len(Ledger().rows("silver_orders", day.isoformat())) for day in DAYS[:2]}
-    # By default one range run for the two days (the pipeline's batch_size is larger) ...
-    out = cli("run", "silver_orders", "--from", DAYS[0].isoformat(), "--to", DAYS[1].isoformat())
-    assert f"silver_orders {DAYS[0]}/{DAYS[1]}: success" in out, out[-3000:]
+    # By default one range run for the two days (the pipeline's batch_size is larger) ... in a
+    # user's shell: no Airflow settings, and a home without ~/airflow (this suite's are not inherited).
+    user = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"HOME": str(tmp_path)}
+    out = cli("run", "silver_orders", "--from", DAYS[0].isoformat(), "--to", DAYS[1].isoformat(), env=user)
+    assert f"[1/1] silver_orders {DAYS[0]}/{DAYS[1]}: success" in out, out[-3000:]
+    for day in DAYS[:2]:  # each day's outcome: status and counts
+        row = Ledger().rows("silver_orders", day.isoformat())[-1]
+        assert f"{day}  {row['status']}  ({row['rows_in']:,} records read, {row['rows_out']:,} rows)" in out, out
     rows = {day: Ledger().rows("silver_orders", day.isoformat()) for day in DAYS[:2]}
     assert len({rows[day][-1]["run_id"] for day in DAYS[:2]}) == 1, "one run for both days"
     # ... or one run per day.

@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -296,12 +297,7 @@ class TextOutput(Output):
             severity = finding["severity"] if finding else check["severity"]
             state = "ok" if check["success"] else ("FAILED" if severity == "blocking" else "warning")
             named = f"{check['check']}({check['column']})" if check["column"] else check["check"]
-            said = ""
-            if finding:
-                count = finding["unexpected_count"]
-                said = finding["message"] or (
-                    f"{count} unexpected, e.g. {finding['sample']}" if count else f"observed {finding['observed']}"
-                )
+            said = _said(finding) if finding else ""
             lines.append(f"  {state:<8} {named}" + (f": {str(said)[:160]}" if said else ""))
         return "\n".join(lines)
 
@@ -389,6 +385,39 @@ TEXT = TextOutput()
 
 
 # --- what the commands gather (the text forms are also used by scripts/quickstart.py) ---------
+
+
+def run_outcomes(pipeline: str, rows: list[dict[str, Any]]) -> list[str]:
+    """What each partition's attempt came to, for a person: its status and rows, the records
+    rejected by reason, the gate's warnings, and what blocked it with the command to look."""
+    lines = []
+    for row in rows:
+        details = json.loads(row["details"]) if row.get("details") else {}
+        counts = f"{row['rows_in'] or 0:,} records read"
+        if row.get("rows_out") is not None:
+            counts += f", {row['rows_out']:,} rows"
+        lines.append(f"{row['partition']}  {row['status']}  ({counts})")
+        for view, intake in (details.get("intake") or {}).items():
+            for reason, count in sorted((intake.get("rejected") or {}).items()):
+                lines.append(f"    rejected in {view}: {count:,} {reason}")
+        for finding in (details.get("audit") or {}).get("findings", []):
+            if finding["check"] == "source: rejected records":
+                continue  # its counts are above
+            named = f"{finding['check']}({finding['column']})" if finding.get("column") else finding["check"]
+            lines.append(f"    {finding['severity']}: {named}: {_said(finding)[:160]}")
+        if row["status"] == "quarantined":
+            lines.append(f"    see: wap quarantine show {pipeline} {row['partition']}")
+        elif row["status"] == "failed" and row.get("error"):
+            lines.append(f"    error: {row['error'].splitlines()[0][:160]}")
+    return lines
+
+
+def _said(finding: dict[str, Any]) -> str:
+    """A gate finding in a line: its message, else what was unexpected, else what was observed."""
+    count = finding.get("unexpected_count")
+    if finding.get("message"):
+        return str(finding["message"])
+    return f"{count} unexpected, e.g. {finding.get('sample')}" if count else f"observed {finding.get('observed')}"
 
 
 def current_runtime() -> Runtime:
@@ -738,6 +767,10 @@ def run(
     from wap.embedded import prepare_airflow, run_dag
     from wap.pipeline import declared_in
 
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the runs' outcomes, not Airflow's chatter
+    # Airflow reads its home and database from the environment once, when first imported (a DAG
+    # file imports it): the embedded one is set up before that, or dag.test() finds ~/airflow's.
+    prepare_airflow(load_settings().data_dir)
     path = load_settings().dags_dir / f"{dag_id}.py"
     # The keys are read at the grain of the DAG's own pipeline, and validated before anything runs.
     declared = declared_in(path) if path.is_file() else []
@@ -749,13 +782,19 @@ def run(
     if last < first:
         raise ValueError(f"--to {grain.key(last)} is before --from {grain.key(first)}")
     size = 1 if per_partition else batch_size or declared[0].batch_size
-    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the runs' outcomes, not Airflow's chatter
-    prepare_airflow(load_settings().data_dir)
+    ledger, pipeline = current_runtime().ledger, declared[0].name
+    batches = PartitionRange(first, last).batches(size)
     failed = 0
-    for n, batch in enumerate(PartitionRange(first, last).batches(size)):
+    for n, batch in enumerate(batches):
         key = batch.key if len(batch) > 1 else key_of(batch.first)
+        seen = max((row["id"] for row in ledger.rows(pipeline)), default=0)
+        click.echo(f"[{n + 1}/{len(batches)}] {dag_id} {key}: running")
+        started = time.monotonic()
         state = run_dag(dag_id, key, lookback=n == 0)  # a later batch's late records are the previous one's
-        click.echo(f"{dag_id} {key}: {state}")
+        click.echo(f"[{n + 1}/{len(batches)}] {dag_id} {key}: {state} in {time.monotonic() - started:.1f} s")
+        latest = {row["partition"]: row for row in ledger.rows(pipeline) if row["id"] > seen}
+        for line in run_outcomes(pipeline, [latest[k] for k in sorted(latest)]):
+            click.echo(f"  {line}")
         failed += "success" not in state
     click.echo(f"\n{show_ledger(dag_id, runtime=current_runtime())}")
     ctx.exit(EXIT_FAILED if failed else EXIT_OK)
