@@ -1,7 +1,7 @@
-"""`new` (wap.template) in a copy of the repository: a daily pipeline on landed files, an hourly
-one on landed files, a daily one on a PostgreSQL table, an hourly one merging a PostgreSQL
-table into a table keyed by id, and an hourly one keeping landed events as they land
-(`--shape events`). Each writes exactly its four files, a second `new` of a taken name writes nothing, the files pass ruff, and the generated tests and the repository's DAG
+"""`new` (wap.template) in a copy of the repository: a daily pipeline on landed JSON files, an
+hourly one on landed CSV files, a daily one on a PostgreSQL table, an hourly one merging a
+PostgreSQL table into a table keyed by id, and an hourly one keeping landed Parquet events as
+they land (`--shape events --format parquet`). Each writes exactly its four files, a second `new` of a taken name writes nothing, the files pass ruff, and the generated tests and the repository's DAG
 checks pass on them (one pytest run in the copy: Spark and Airflow start once).
 """
 
@@ -23,10 +23,10 @@ from wap.settings import REPO_ROOT
 # name -> the command's options
 CASES = {
     "web_sessions": ["--grain", "daily", "--source", "files"],
-    "bronze_clicks": ["--grain", "hourly", "--source", "files:click_events"],
+    "bronze_clicks": ["--grain", "hourly", "--source", "files:click_events", "--format", "csv"],
     "customer_changes": ["--grain", "daily", "--source", "postgres:public.customers", "--conn-id", "shop_db"],
     "dim_accounts": ["--grain", "hourly", "--source", "postgres:public.accounts", "--merge"],
-    "page_views": ["--grain", "hourly", "--shape", "events"],
+    "page_views": ["--grain", "hourly", "--shape", "events", "--format", "parquet"],
 }
 FOUR = {
     "web_sessions": [
@@ -147,6 +147,7 @@ def test_each_new_writes_exactly_its_four_files(generated):
         (["clicks", "--merge"], "--shape merged: a files source's shapes are latest, events"),
         (["clicks", "--source", "postgres", "--shape", "events"], "--shape events needs --source files"),
         (["clicks", "--source", "postgres", "--merge", "--shape", "changes"], "--merge is --shape merged"),
+        (["clicks", "--source", "postgres", "--format", "csv"], "a database has none"),
     ],
     ids=lambda value: value if isinstance(value, str) else " ".join(value),
 )
@@ -236,7 +237,7 @@ def test_the_longest_names_still_give_files_ruff_accepts(tmp_path):
 
 
 def test_every_template_is_used_and_renders(tmp_path, monkeypatch):
-    """Each file in templates/ is read for some request, and every grain, source and shape renders
+    """Each file in templates/ is read for some request, and every grain, source, shape and format renders
     complete files (no Jinja left in them, the suite valid JSON) in the order they are written."""
     import jinja2
 
@@ -250,8 +251,12 @@ def test_every_template_is_used_and_renders(tmp_path, monkeypatch):
     environment = template.environment(Recording(template.TEMPLATES))
     monkeypatch.setattr(template, "environment", lambda: environment)
     for grain in template.GRAINS:
-        for source, shape in ((source, shape) for source, shapes in template.SHAPES.items() for shape in shapes):
-            request = template.spec("a_pipeline", grain=grain, source=source, shape=shape)
+        shapes = [(source, shape) for source, shapes in template.SHAPES.items() for shape in shapes]
+        formats = [("files", "events", file_format) for file_format in template.FORMATS]
+        for source, shape, *file_format in [*shapes, *formats]:
+            request = template.spec(
+                "a_pipeline", grain=grain, source=source, shape=shape, format=next(iter(file_format), None)
+            )
             texts = template.render(request)
             assert list(texts) == [str(path) for path in request.paths(Path())]
             for text in [*texts.values(), template.next_steps(request, request.paths(tmp_path), tmp_path)]:

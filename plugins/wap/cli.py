@@ -10,7 +10,7 @@
     wap maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
     wap check [silver_orders ...]   (the suite, the SQL and its result against the contract; no data)
     wap preview silver_orders 2024-01-03 [--rows 10]   (the transform and the gate on landed data; nothing written)
-    wap new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]] [--shape S]
+    wap new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]] [--shape S] [--format F]
     wap run web_sessions --from 2024-01-01T05 [--to 2024-01-01T08]   (embedded: dag.test, no servers; range runs)
     wap airflow [--port 8080] [--spark server|in-task]   (a local Airflow: standalone + one shared Spark Connect server)
 
@@ -740,9 +740,31 @@ def maintain(
     "(default; the rows changed in the partition) or merged (a table keyed by id, a dimension)",
 )
 @click.option("--merge", is_flag=True, help="the same as --shape merged")
-def new(name: str, grain: str, source: str, table: str | None, conn_id: str, shape: str | None, merge: bool) -> None:
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(template.FORMATS),
+    help="files: how they are landed: json (JSON lines, the default), csv (with a header) or parquet",
+)
+def new(
+    name: str,
+    grain: str,
+    source: str,
+    table: str | None,
+    conn_id: str,
+    shape: str | None,
+    merge: bool,
+    file_format: str | None,
+) -> None:
     request = argparse.Namespace(
-        name=name, grain=grain, source=source, table=table, conn_id=conn_id, merge=merge, shape=shape
+        name=name,
+        grain=grain,
+        source=source,
+        table=table,
+        conn_id=conn_id,
+        merge=merge,
+        shape=shape,
+        format=file_format,
     )
     click.echo(template.run(request))
 

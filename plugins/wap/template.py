@@ -61,6 +61,7 @@ _EVENTS_COLUMNS = {"event_ts": "timestamp", "status": "string", "amount": "decim
 # changes: the rows of a database table changed in the partition, as they were then;
 # merged: a table keyed by id into which each run merges its rows (a dimension), the newest updated_at winning.
 SHAPES = {"files": ("latest", "events"), "postgres": ("changes", "merged")}
+FORMATS = ("json", "csv", "parquet")  # landed files: JSON lines, CSV with a header, Parquet
 _POSTGRES_COLUMNS = {"status": "string", "amount": "decimal(12,2)", "updated_at": "timestamp"}
 
 
@@ -77,6 +78,7 @@ class Spec:
     conn_id: str = DEFAULT_CONN_ID  # postgres: the Airflow connection
     merge_key: str | None = None  # postgres: merge into a table keyed by this column (a dimension)
     shape: str = "latest"  # what a row is (`SHAPES`)
+    format: str = "json"  # files: how they are landed (`FORMATS`)
 
     @property
     def sql(self) -> str:
@@ -116,13 +118,15 @@ def spec(
     conn_id: str = DEFAULT_CONN_ID,
     merge: bool = False,
     shape: str | None = None,
+    format: str | None = None,
 ) -> Spec:
     """Check the request's names and fill in the defaults: table `silver.<name>` (or `<layer>.<rest>`
     for a name `<layer>_<rest>`), landed dataset `<table's name>`, database table `public.<table's name>`.
 
     `source` is `files`, `files:<dataset>`, `postgres` or `postgres:<schema.table>`. `shape` is
     one of the source's `SHAPES` (default: its first); `merge` is `shape="merged"`: a table keyed
-    by `id` into which each run merges its rows, the newest `updated_at` winning.
+    by `id` into which each run merges its rows, the newest `updated_at` winning. `format`: how
+    landed files are written (`FORMATS`, default JSON lines).
     """
     _check_snake("pipeline name", name)
     if grain not in GRAINS:
@@ -156,7 +160,10 @@ def spec(
         other = [k for k, shapes in SHAPES.items() if shape in shapes]
         needs = f"; --shape {shape} needs --source {other[0]}" if other else ""
         raise TemplateError(f"--shape {shape}: a {kind} source's shapes are {', '.join(SHAPES[kind])}{needs}")
-    return Spec(name, table, grain, kind, dataset, conn_id, merge_key="id" if shape == "merged" else None, shape=shape)
+    if format is not None and (kind != "files" or format not in FORMATS):
+        raise TemplateError(f"--format {format}: landed files are one of {', '.join(FORMATS)}; a database has none")
+    merge_key = "id" if shape == "merged" else None
+    return Spec(name, table, grain, kind, dataset, conn_id, merge_key, shape=shape, format=format or "json")
 
 
 def _check_snake(what: str, value: str, *, shown: str | None = None) -> None:
@@ -294,7 +301,7 @@ def context(request: Spec) -> dict[str, Any]:
     """The names the templates are given (each template's header says which it uses)."""
     unit = partition.GRAINS[request.grain].unit  # DAY or HOUR, in SQL intervals
     return {
-        **asdict(request),  # name, table, grain, source, dataset, conn_id, merge_key, shape
+        **asdict(request),  # name, table, grain, source, dataset, conn_id, merge_key, shape, format
         "sql": request.sql,
         "suite": request.suite,
         "view": request.view,
@@ -399,5 +406,6 @@ def run(args: argparse.Namespace) -> str:
         conn_id=args.conn_id,
         merge=args.merge,
         shape=args.shape,
+        format=args.format,
     )
     return next_steps(request, create(request))
