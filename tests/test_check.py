@@ -137,6 +137,15 @@ def test_a_published_source_is_analysed_with_its_producers_contract(checked, tmp
     assert "`amount_eur` cannot be resolved" in found.problems[0].message
 
 
+def test_a_syntax_error_is_named_with_its_place(checked, tmp_path):
+    root = copy_of(tmp_path, "silver_orders")
+    edit(root / "sql" / "silver_orders.sql", lambda s: s.replace("SELECT DISTINCT", "SELEC DISTINCT"))
+    found = checked(root, "silver_orders")
+    assert [p.part for p in found.problems] == ["sql"], found.problems
+    assert "[PARSE_SYNTAX_ERROR] Syntax error at or near 'SELEC'" in found.problems[0].message
+    assert "(line 9, pos 4)" in found.problems[0].message
+
+
 def test_a_missing_sql_file(checked, tmp_path):
     root = copy_of(tmp_path, "silver_orders")
     (root / "sql" / "silver_orders.sql").unlink()

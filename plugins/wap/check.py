@@ -183,8 +183,9 @@ def _analysed(
 
 
 def _spark_said(exc: BaseException | None) -> str:
-    """Spark's message without its plan and stack: its first line."""
-    return str(exc).split("\n")[0].strip()
+    """Spark's message without its plan and stack: its first line that says something (a
+    syntax error's message starts with an empty line)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 # What Spark cannot resolve and something can stand in for: a column, a struct's field, a function.
