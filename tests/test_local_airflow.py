@@ -1,15 +1,16 @@
 """`wap airflow`: a whole local Airflow in one command, its Spark tasks on one warm server.
 
 The command is started as a user would (`python -m wap.cli airflow --port P`) on a fresh data
-folder with a day of landed orders. The test logs in through Airflow's own authentication
-(the admin password `airflow standalone` generated), triggers the day over the REST API,
-and checks that the day is published with the landed rows, that the stage task's Spark work
+folder with landed orders. The test logs in through Airflow's own authentication (the admin
+password `airflow standalone` generated), triggers a two-day backfill over the REST API (one
+range run), and checks that both days are published with the landed rows, that the stage task's Spark work
 ran on the Spark Connect server the command started (the task's log names it), and that
 stopping the command stops everything it started: no process of its data folder is left.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -72,12 +73,12 @@ def _processes_of(data: Path) -> list[int]:
     return found
 
 
-def test_wap_airflow_publishes_a_day_with_every_spark_task_on_one_shared_connect_server(tmp_path):
+def test_wap_airflow_publishes_two_days_with_every_spark_task_on_one_shared_connect_server(tmp_path):
     from sample_data.orders import write_landing
     from wap.ledger import Ledger
 
     data = tmp_path / "data"
-    write_landing(data / "landing", START, days=2, orders_per_day=60)
+    write_landing(data / "landing", START, days=3, orders_per_day=60)
     port = free_port()
     env = {
         **os.environ,
@@ -110,11 +111,11 @@ def test_wap_airflow_publishes_a_day_with_every_spark_task_on_one_shared_connect
         token = body["access_token"]
         _wait(lambda: _call(f"{api}/api/v2/dags/silver_orders", token=token)[0] == 200, 300, "the DAG", command, log)
         assert _call(f"{api}/api/v2/dags/silver_orders", "PATCH", {"is_paused": False}, token)[0] == 200
-        day = START.isoformat()
+        days = [START, START + dt.timedelta(days=1)]  # a two-day backfill: one range run over REST
         status, run = _call(
             f"{api}/api/v2/dags/silver_orders/dagRuns",
             "POST",
-            {"logical_date": None, "conf": {"partition": day}},
+            {"logical_date": None, "conf": {"partition": f"{days[0]}/{days[1]}"}},
             token,
         )
         assert status == 200, run
@@ -127,8 +128,9 @@ def test_wap_airflow_publishes_a_day_with_every_spark_task_on_one_shared_connect
         assert _wait(finished, 600, "the run", command, log) == "success", log.read_text()[-4000:]
 
         rows = Ledger(f"sqlite:///{data / 'ledger.db'}").rows("silver_orders")
-        published = [r for r in rows if r["partition"] == day and r["status"] == "published"]
-        assert [r["rows_out"] for r in published] == [len(orders_for_day(data / "landing", START))]
+        for day in days:
+            published = [r for r in rows if r["partition"] == day.isoformat() and r["status"] == "published"]
+            assert [r["rows_out"] for r in published] == [len(orders_for_day(data / "landing", day))]
 
         remote = re.search(r"the tasks use (sc://127\.0\.0\.1:\d+)", log.read_text())
         assert remote, log.read_text()[-4000:]
