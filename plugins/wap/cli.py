@@ -361,7 +361,7 @@ class JsonOutput(Output):
         )
 
     def checked(self, results: list[Checked]) -> str:
-        return self.dump([{"pipeline": r.pipeline, "ok": r.ok, **dataclasses.asdict(r)} for r in results])
+        return self.dump([{**dataclasses.asdict(r), "ok": r.ok} for r in results])
 
     def previewed(self, shown: Previewed) -> str:
         return self.dump(dataclasses.asdict(shown))
@@ -390,6 +390,8 @@ TEXT = TextOutput()
 def run_outcomes(pipeline: str, rows: list[dict[str, Any]]) -> list[str]:
     """What each partition's attempt came to, for a person: its status and rows, the records
     rejected by reason, the gate's warnings, and what blocked it with the command to look."""
+    from wap.audit import REJECTS
+
     lines = []
     for row in rows:
         details = json.loads(row["details"]) if row.get("details") else {}
@@ -401,7 +403,7 @@ def run_outcomes(pipeline: str, rows: list[dict[str, Any]]) -> list[str]:
             for reason, count in sorted((intake.get("rejected") or {}).items()):
                 lines.append(f"    rejected in {view}: {count:,} {reason}")
         for finding in (details.get("audit") or {}).get("findings", []):
-            if finding["check"] == "source: rejected records":
+            if finding["check"] == REJECTS:
                 continue  # its counts are above
             named = f"{finding['check']}({finding['column']})" if finding.get("column") else finding["check"]
             lines.append(f"    {finding['severity']}: {named}: {_said(finding)[:160]}")
