@@ -371,8 +371,12 @@ def take_parquet(spark, root: Path):
 
 
 def test_parquet_files_are_read_with_their_types_and_every_record_counted(spark, landing):
+    import pyarrow as pa
+
     write_parquet(landing / f"dt={DAY}" / "part-0.parquet")
-    write_parquet(landing / f"dt={DAY}" / "export.snappy.parquet")
+    # pandas writes a categorical column dictionary-encoded: its values are strings, read as STRING
+    categorical = pa.array(["x", None]).dictionary_encode()
+    write_parquet(landing / f"dt={DAY}" / "export.snappy.parquet", s=categorical)
     (landing / f"dt={DAY}" / "_SUCCESS").write_text("")
     usable, rejects, intake = take_parquet(spark, landing)
     assert rejects is None and intake.records == intake.own_records == 4

@@ -293,6 +293,8 @@ def _arrow_as_spark(arrow_type: Any) -> str:
     import pyarrow as pa
 
     t = pa.types
+    if t.is_dictionary(arrow_type):  # dictionary-encoded (pandas' categoricals): its values' type
+        return _arrow_as_spark(arrow_type.value_type)
     simple = [
         (t.is_string, "string"),
         (t.is_large_string, "string"),
