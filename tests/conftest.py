@@ -70,6 +70,7 @@ FAST_MODULES = (
     "test_contract_versions.py",
     "test_dag_integrity.py",
     "test_layers.py",
+    "test_local_days.py",
     "test_ledger.py",
     "test_lineage_transport.py",
     "test_partition.py",

@@ -1,8 +1,10 @@
 """`new` (wap.template) in a copy of the repository: a daily pipeline on landed JSON files, an
 hourly one on landed CSV files, a daily one on a PostgreSQL table, an hourly one merging a
 PostgreSQL table into a table keyed by id, and an hourly one keeping landed Parquet events as
-they land (`--shape events --format parquet`). Each writes exactly its four files, a second `new` of a taken name writes nothing, the files pass ruff, and the generated tests and the repository's DAG
-checks pass on them (one pytest run in the copy: Spark and Airflow start once).
+they land (`--shape events --format parquet`), and a daily events one whose days are New York's
+(`--zone America/New_York`). Each writes exactly its four files, a second `new` of a taken name
+writes nothing, the files pass ruff, and the generated tests and the repository's DAG checks
+pass on them (one pytest run in the copy: Spark and Airflow start once).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ CASES = {
     "customer_changes": ["--grain", "daily", "--source", "postgres:public.customers", "--conn-id", "shop_db"],
     "dim_accounts": ["--grain", "hourly", "--source", "postgres:public.accounts", "--merge"],
     "page_views": ["--grain", "hourly", "--shape", "events", "--format", "parquet"],
+    "flights": ["--zone", "America/New_York", "--shape", "events"],
 }
 FOUR = {
     "web_sessions": [
@@ -58,6 +61,12 @@ FOUR = {
         "include/sql/page_views.sql",
         "expectations/silver.page_views.json",
         "tests/test_page_views.py",
+    ],
+    "flights": [
+        "dags/flights.py",
+        "include/sql/flights.sql",
+        "expectations/silver.flights.json",
+        "tests/test_flights.py",
     ],
 }
 GIT = ["git", "-c", "user.name=wap-tests", "-c", "user.email=wap-tests@localhost", "-c", "commit.gpgsign=false"]

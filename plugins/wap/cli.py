@@ -10,7 +10,8 @@
     wap maintain [--table silver.orders] [--dry-run] [--window-days 7] [--margin-hours 24]
     wap check [silver_orders ...]   (the suite, the SQL and its result against the contract; no data)
     wap preview silver_orders 2024-01-03 [--rows 10]   (the transform and the gate on landed data; nothing written)
-    wap new web_sessions [--grain daily|hourly] [--source files[:dataset]|postgres[:schema.table]] [--shape S] [--format F]
+    wap new web_sessions [--grain daily|hourly] [--zone Z] [--source files[:dataset]|postgres[:schema.table]]
+                         [--shape S] [--format F]
     wap run web_sessions --from 2024-01-01T05 [--to 2024-01-01T08]   (embedded: dag.test, no servers; range runs)
     wap airflow [--port 8080] [--spark server|in-task]   (a local Airflow: standalone + one shared Spark Connect server)
 
@@ -135,6 +136,7 @@ class Plan:
     backfill: list[str]  # or: Airflow's backfills of the same partitions, one run per partition
     running: list[str]  # partitions with a live attempt
     rest: str = ""  # the REST call that triggers one range run
+    zone: str = "UTC"  # the time zone whose calendar days the keys are (a daily grain's)
 
 
 class Output(ABC):
@@ -238,7 +240,8 @@ class TextOutput(Output):
             )
         else:
             todo = "nothing to do: every partition is published by the current code"
-        return f"{render(plan.states, PLAN_COLUMNS)}\n\n{todo}"
+        zone = f"partitions are days in {plan.zone} (keys are its local dates)\n\n" if plan.zone != "UTC" else ""
+        return f"{zone}{render(plan.states, PLAN_COLUMNS)}\n\n{todo}"
 
     def versions(self, versions: list[tables.PublishedVersion]) -> str:
         return render([dataclasses.asdict(v) for v in versions], VERSION_COLUMNS)
@@ -339,6 +342,7 @@ class JsonOutput(Output):
                 "rest": plan.rest,
                 "backfill": plan.backfill,
                 "running": plan.running,
+                "zone": plan.zone,
             }
         )
 
@@ -477,9 +481,10 @@ def make_plan(
     return Plan(
         states=[{**vars(s), "partition": key_of(s.partition)} for s in states],
         commands=planner.range_commands(dag_id or pipeline_name, states, pipeline.batch_size),
-        backfill=planner.backfill_commands(dag_id or pipeline_name, states, runs),
+        backfill=planner.backfill_commands(dag_id or pipeline_name, states, runs, pipeline.grain),
         running=[key_of(s.partition) for s in states if s.state == "running"],
         rest=planner.rest_call(dag_id or pipeline_name),
+        zone=pipeline.grain.zone,
     )
 
 
@@ -720,7 +725,15 @@ def maintain(
     type=click.Choice(tuple(partition.GRAINS)),
     default="daily",
     show_default=True,
-    help="one partition per UTC day or hour",
+    help="one partition per UTC day or hour (or per day of --zone)",
+)
+@click.option(
+    "--zone",
+    default="UTC",
+    show_default=True,
+    metavar="ZONE",
+    help="daily: partitions are the calendar days of this IANA time zone (e.g. America/New_York; "
+    "23- and 25-hour days where the clocks change); the key is the local date",
 )
 @click.option(
     "--source",
@@ -757,6 +770,7 @@ def new(
     shape: str | None,
     merge: bool,
     file_format: str | None,
+    zone: str,
 ) -> None:
     request = argparse.Namespace(
         name=name,
@@ -767,6 +781,7 @@ def new(
         merge=merge,
         shape=shape,
         format=file_format,
+        zone=zone,
     )
     click.echo(template.run(request))
 
@@ -807,7 +822,7 @@ def run(
         raise ValueError(f"--to {grain.key(last)} is before --from {grain.key(first)}")
     size = 1 if per_partition else batch_size or declared[0].batch_size
     ledger, pipeline = current_runtime().ledger, declared[0].name
-    batches = PartitionRange(first, last).batches(size)
+    batches = PartitionRange(first, last, grain).batches(size)
     failed = 0
     for n, batch in enumerate(batches):
         key = batch.key if len(batch) > 1 else key_of(batch.first)

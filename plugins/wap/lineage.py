@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wap.partition import Partition, PartitionRange, grain_of, span_from_key, span_key
+from wap.partition import Grain, Partition, PartitionRange, grain_of, span_from_key, span_key
 
 if TYPE_CHECKING:
     from openlineage.client.event_v2 import Dataset
@@ -196,16 +196,15 @@ def version_facet(snapshot_id: int) -> Any:
 def column_lineage(sql: str, inputs: dict[str, Dataset]) -> Any | None:
     """Column lineage of a pipeline's SQL, parsed by openlineage-sql; `inputs`: view -> dataset.
 
-    The parameters (`:first`, `:last`, `:partition`) are replaced by a date literal for the
-    parser only. None if the SQL cannot be parsed (lineage must never fail a run).
+    The parameters (`:first`, `:last`, `:partition`; `:zone`) are replaced by a date literal
+    (a zone's name) for the parser only. None if the SQL cannot be parsed (lineage must never fail a run).
     """
     import openlineage_sql
     from openlineage.client.facet_v2 import column_lineage_dataset as cl
 
     try:
-        meta = openlineage_sql.parse(
-            [re.sub(r"(?<![\w:]):(first|last|partition)\b", "DATE '2000-01-01'", sql)], dialect="spark"
-        )
+        bound = re.sub(r"(?<![\w:]):(first|last|partition)\b", "DATE '2000-01-01'", sql)
+        meta = openlineage_sql.parse([re.sub(r"(?<![\w:]):zone\b", "'UTC'", bound)], dialect="spark")
     except Exception:  # a parser gap must not fail the run: no column lineage then
         return None
     if meta is None:
@@ -241,6 +240,7 @@ def _custom_facets() -> tuple[type, type]:
             partition: str
             windowStart: str
             windowEnd: str
+            timeZone: str = "UTC"  # whose calendar days the keys are (`daily_in`)
             partitions: dict[str, Any] | None = None  # a range run's outcome per partition
 
             @staticmethod
@@ -269,16 +269,23 @@ _FACETS: tuple[type, type] | None = None
 
 
 def partition_facet(
-    table: str, column: str | None, partition: Partition | PartitionRange, outcomes: dict[str, Any] | None = None
+    table: str,
+    column: str | None,
+    partition: Partition | PartitionRange,
+    outcomes: dict[str, Any] | None = None,
+    grain: Grain | None = None,
 ) -> Any:
+    """The run's partition (or range), its window in UTC and the zone its days are of (`grain`:
+    the pipeline's; default the value's)."""
     first, last = (partition.first, partition.last) if isinstance(partition, PartitionRange) else (partition, partition)
-    start, end = grain_of(first).window(first)[0], grain_of(last).window(last)[1]
+    grain = grain or grain_of(first)
     return _custom_facets()[0](
         table=table,
         partitionColumn=column,
         partition=span_key(partition),
-        windowStart=start.isoformat(),
-        windowEnd=end.isoformat(),
+        windowStart=grain.window(first)[0].isoformat(),
+        windowEnd=grain.window(last)[1].isoformat(),
+        timeZone=grain.zone,
         partitions=outcomes,
     )
 
@@ -336,6 +343,7 @@ def run_facets(
             pipeline.publish.window_column(pipeline.partition_column),
             partition,
             outcomes,
+            pipeline.grain,
         ),
         "wapLedger": ledger_facet(pipeline.name, run_id, try_number, run_token(run_id, try_number), **ledger),
     }

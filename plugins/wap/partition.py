@@ -1,9 +1,14 @@
 """The one partition a run is bound to, resolved once, the same way for every DAG.
 
 A pipeline's *grain* says what one partition is: a UTC calendar day (`DAILY`, key
-`2024-01-31`) or a UTC hour (`HOURLY`, key `2024-01-31T05`). A partition value is a
-`datetime.date` (daily) or a timezone-aware UTC `datetime` on the hour (hourly); its key
-is the text the ledger, paths, snapshot summaries and asset events carry.
+`2024-01-31`), a calendar day in a named time zone (`daily_in("America/New_York")`, the
+same key form: the local date), or a UTC hour (`HOURLY`, key `2024-01-31T05`). A partition
+value is a `datetime.date` (daily) or a timezone-aware UTC `datetime` on the hour (hourly);
+its key is the text the ledger, paths, snapshot summaries and asset events carry. A local
+day's window in UTC is computed per day: 23 or 25 hours long on a daylight-saving change.
+The key does not carry the zone (a zone's name holds the range separator `/`, and keys are
+folder names); the pipeline's grain does, and every place that shows a key to a person or
+a machine names the zone next to it (see docs/adr/0021).
 
 A run may also be bound to a *range* of partitions (`PartitionRange`): the ISO 8601 interval
 form `2024-01-01/2024-01-31` (hourly `2024-01-01T00/2024-01-01T23`), both ends included,
@@ -23,8 +28,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wap.errors import PartitionError as PartitionError  # re-exported: callers import it from here
 
@@ -56,6 +63,17 @@ class Grain:
     column_type: str  # the partition column's type in a contract: date or timestamp
     unit: str  # in SQL intervals: DAY or HOUR
     spark_key_format: str  # Spark's datetime pattern of the key, for keys computed in a query
+    zone: str = "UTC"  # the time zone whose calendar days a daily grain's partitions are
+
+    @property
+    def zoned(self) -> bool:
+        """Whether partitions are local days of a zone other than UTC."""
+        return self.zone != "UTC"
+
+    @property
+    def described(self) -> str:
+        """`daily`, `hourly`, or `daily in America/New_York`: what messages and the planner say."""
+        return f"{self.name} in {self.zone}" if self.zoned else self.name
 
     @property
     def how_to_pass(self) -> str:
@@ -64,6 +82,14 @@ class Grain:
             "or run with a logical date (scheduled run, backfill, or dag.test(logical_date=...))."
         )
 
+    def spark_key(self, instant: Any) -> Any:
+        """The key of the partition an instant (a Spark TIMESTAMP column) falls in, in Spark:
+        for a local day, the instant is first seen on the zone's clock (Spark's session time
+        zone is UTC). Not for a DATE column: a date is its own key."""
+        from pyspark.sql import functions as F
+
+        return F.date_format(F.from_utc_timestamp(instant, self.zone) if self.zoned else instant, self.spark_key_format)
+
     def parse(self, value: object, *, source: str = "partition") -> Partition:
         """Validate a partition value (text, date or datetime) and return it; `PartitionError` otherwise.
 
@@ -71,26 +97,26 @@ class Grain:
         if isinstance(value, dt.datetime):
             return self._in_calendar(self.floor(value), source)
         if isinstance(value, dt.date):
-            if self is HOURLY:
+            if self.unit == "HOUR":
                 raise PartitionError(f"{source} must be an hour ({self.form}, UTC), got the date {value}")
             return self._in_calendar(value, source)
         found = self.pattern.fullmatch(value) if isinstance(value, str) else None
         if not found:
             shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
             raise PartitionError(
-                f"{source} must be a {self.name} partition written {self.form} (ASCII digits, UTC), got {shown}. "
+                f"{source} must be a {self.name} partition written {self.form} (ASCII digits, {self.zone}), got {shown}. "
                 f"{self.how_to_pass}"
             )
         key = found.group(1)
         try:
-            if self is DAILY:
+            if self.unit == "DAY":
                 parsed: Partition = dt.date.fromisoformat(key)
             else:
                 parsed = dt.datetime.strptime(key, "%Y-%m-%dT%H").replace(tzinfo=dt.UTC)
         except ValueError:
             raise PartitionError(
-                f"{source} {value!r} is not a real calendar {'date' if self is DAILY else 'hour'} "
-                f"(written {self.form}, UTC)"
+                f"{source} {value!r} is not a real calendar {'date' if self.unit == 'DAY' else 'hour'} "
+                f"(written {self.form}, {self.zone})"
             ) from None
         return self._in_calendar(parsed, source)
 
@@ -102,11 +128,11 @@ class Grain:
         if len(parts) != 2:
             raise PartitionError(
                 f"{source} must be a range of {self.name} partitions written {self.form}/{self.form} "
-                f"(both ends included, UTC), got {value!r}"
+                f"(both ends included, {self.zone}), got {value!r}"
             )
         first = self.parse(parts[0], source=f"{source} (its start)")
         last = self.parse(parts[1], source=f"{source} (its end)")
-        span = PartitionRange(first, last)
+        span = PartitionRange(first, last, self)
         if last < first:
             raise PartitionError(f"{source} {value!r}: its end {self.key(last)} is before its start {self.key(first)}")
         if len(span) > MAX_RANGE:
@@ -133,25 +159,34 @@ class Grain:
     def floor(self, moment: dt.datetime) -> Partition:
         """The partition a moment falls in (naive moments are taken as UTC)."""
         moment = moment.astimezone(dt.UTC) if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
-        if self is DAILY:
-            return moment.date()
+        if self.unit == "DAY":
+            return moment.astimezone(_zone(self.zone)).date() if self.zoned else moment.date()
         return moment.replace(minute=0, second=0, microsecond=0)
 
     def key(self, partition: Partition) -> str:
         """The partition's text: `2024-01-31` or `2024-01-31T05` (path-safe: no colon)."""
-        if self is DAILY:
+        if self.unit == "DAY":
             return partition.isoformat() if not isinstance(partition, dt.datetime) else partition.date().isoformat()
         return self.floor(partition).strftime("%Y-%m-%dT%H")  # type: ignore[arg-type]
 
     def start(self, partition: Partition) -> dt.datetime:
-        """The partition's first instant (UTC)."""
+        """The partition's first instant, in UTC: a local day's is its midnight on the zone's clock
+        (or the first instant after it, where a daylight-saving change skips midnight)."""
         if isinstance(partition, dt.datetime):
             return partition
-        return dt.datetime.combine(partition, dt.time(), tzinfo=dt.UTC)
+        if not self.zoned:
+            return dt.datetime.combine(partition, dt.time(), tzinfo=dt.UTC)
+        # 00:00 on the zone's clock, as UTC. Where a spring-forward skips midnight (Sao Paulo until
+        # 2019), zoneinfo takes the skipped wall time at the old offset: the day's first real instant.
+        local = dt.datetime.combine(partition, dt.time(), tzinfo=_zone(self.zone))
+        return local.astimezone(dt.UTC)
 
     def window(self, partition: Partition) -> tuple[dt.datetime, dt.datetime]:
-        """[start, end) of the partition in UTC."""
+        """[start, end) of the partition in UTC; a local day's end is the next day's start, so a
+        day with a daylight-saving change is 23 or 25 hours long."""
         start = self.start(partition)
+        if self.zoned and self.unit == "DAY":
+            return start, self.start(self.next(partition))
         return start, start + self.step
 
     def next(self, partition: Partition, periods: int = 1) -> Partition:
@@ -187,16 +222,41 @@ HOURLY = Grain(
 GRAINS = {grain.name: grain for grain in (DAILY, HOURLY)}
 
 
+@cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def daily_in(zone: str) -> Grain:
+    """A daily grain whose partitions are the calendar days of the IANA time zone `zone`
+    (`daily_in("America/New_York")`): the key is the local date, its window the local
+    midnights in UTC. `daily_in("UTC")` is `DAILY`."""
+    if zone == "UTC":
+        return DAILY
+    try:
+        if not isinstance(zone, str) or zone != zone.strip() or not zone:
+            raise ValueError
+        _zone(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {zone!r}: name an IANA zone such as 'America/New_York' or 'Europe/Paris' "
+            "(python -c 'import zoneinfo; print(sorted(zoneinfo.available_timezones()))' lists them)"
+        ) from None
+    return Grain(**{**DAILY.__dict__, "zone": zone})
+
+
 @dataclass(frozen=True)
 class PartitionRange:
-    """Consecutive partitions of one grain, `first` to `last`, both included."""
+    """Consecutive partitions of one grain, `first` to `last`, both included. The grain is
+    given where it is a local day's (`daily_in`); else it is the values' (`grain_of`)."""
 
     first: Partition
     last: Partition
+    grain: Grain = field(default=None, compare=False)  # type: ignore[assignment]
 
-    @property
-    def grain(self) -> Grain:
-        return grain_of(self.first)
+    def __post_init__(self) -> None:
+        if self.grain is None:
+            object.__setattr__(self, "grain", grain_of(self.first))
 
     @property
     def key(self) -> str:
@@ -207,21 +267,29 @@ class PartitionRange:
         return list(self.grain.between(self.first, self.last))
 
     def __len__(self) -> int:
-        return int((self.grain.start(self.last) - self.grain.start(self.first)) / self.grain.step) + 1
+        # Counted on the calendar, not in hours: a local day may be 23 or 25 hours long.
+        return int((self.last - self.first) / self.grain.step) + 1  # type: ignore[operator]
 
     def batches(self, size: int) -> list[PartitionRange]:
         """The range cut into consecutive ranges of at most `size` partitions."""
         values = self.partitions()
         return [
-            PartitionRange(chunk[0], chunk[-1]) for chunk in (values[i : i + size] for i in range(0, len(values), size))
+            PartitionRange(chunk[0], chunk[-1], self.grain)
+            for chunk in (values[i : i + size] for i in range(0, len(values), size))
         ]
 
 
-def grain_named(name: str) -> Grain:
+def grain_named(name: str, zone: str = "UTC") -> Grain:
+    """The grain `daily` or `hourly`; a daily one in `zone` (`daily_in`)."""
     try:
-        return GRAINS[name]
+        grain = GRAINS[name]
     except KeyError:
         raise ValueError(f"unknown grain {name!r}; one of: {', '.join(GRAINS)}") from None
+    if zone != "UTC":
+        if grain.unit != "DAY":
+            raise ValueError(f"a {name} grain is in UTC: an hour is the same hour in every zone (zone {zone!r})")
+        return daily_in(zone)
+    return grain
 
 
 def parse_partition(value: object, *, source: str = "partition", grain: Grain = DAILY) -> Partition:

@@ -24,7 +24,7 @@ from typing import Any
 from wap import tables
 from wap.errors import PartitionError
 from wap.ledger import dead_reason
-from wap.partition import Partition, PartitionRange, grain_of, key_of
+from wap.partition import Grain, Partition, PartitionRange, grain_of, key_of
 from wap.partition import stretches as partition_stretches
 from wap.pipeline import Pipeline
 from wap.runtime import Runtime
@@ -118,8 +118,11 @@ def rest_call(dag_id: str) -> str:
     )
 
 
-def backfill_commands(dag_id: str, states: list[PartitionState], max_active_runs: int = 3) -> list[str]:
-    """`airflow backfill create` commands covering exactly the partitions that need a run.
+def backfill_commands(
+    dag_id: str, states: list[PartitionState], max_active_runs: int = 3, grain: Grain | None = None
+) -> list[str]:
+    """`airflow backfill create` commands covering exactly the partitions that need a run
+    (`grain`: the pipeline's, whose zone decides a local day's dates; default the values').
 
     One command per run of consecutive partitions; the reprocess behaviour is the least that
     re-runs them all: `none` creates runs for days Airflow never ran, `failed` also re-runs
@@ -141,22 +144,23 @@ def backfill_commands(dag_id: str, states: list[PartitionState], max_active_runs
             kinds = {s.state for s in group}
             behavior = "completed" if "stale" in kinds else "failed" if kinds & {"failed", "quarantined"} else "none"
             commands.append(
-                f"airflow backfill create --dag-id {dag_id} --from-date {_cli_date(group[0].partition)} "
-                f"--to-date {_cli_date(group[-1].partition, end=True)} --reprocess-behavior {behavior} "
+                f"airflow backfill create --dag-id {dag_id} --from-date {_cli_date(group[0].partition, grain)} "
+                f"--to-date {_cli_date(group[-1].partition, grain, end=True)} --reprocess-behavior {behavior} "
                 f"--max-active-runs {max_active_runs}"
             )
         group = [state] if state is not None and needed else []
     return commands
 
 
-def _cli_date(partition: Partition, end: bool = False) -> str:
+def _cli_date(partition: Partition, grain: Grain | None = None, end: bool = False) -> str:
     """A partition's bound as `airflow backfill create` takes it (both ends included).
 
-    Days: the date. Hours: the hour's start, or for the end its last second, so that a
-    schedule that runs a few minutes past the hour (logical date HH:10) is covered too.
+    UTC days: the date. Hours and local days: the start, or for the end its last second, in
+    UTC (Airflow reads a bare date as UTC midnight, which is not a local day's logical date),
+    so that a schedule that runs a few minutes past the hour (logical date HH:10) is covered too.
     """
-    grain = grain_of(partition)
-    if grain.name == "daily":
+    grain = grain or grain_of(partition)
+    if grain.name == "daily" and not grain.zoned:
         return str(partition)
     start, stop = grain.window(partition)
     return (stop - dt.timedelta(seconds=1) if end else start).isoformat()

@@ -451,6 +451,7 @@ def _publish(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRange) 
             tables.RUN_ID: staged.run_id,
             tables.RUN_TOKEN: staged.run_token,
             tables.PARTITION: span.key,
+            tables.PARTITION_ZONE: pipeline.grain.zone,
             tables.ROWS: str(sum(run.rows_out or 0 for run in going.values())),
             tables.CHECKSUM: "",
             tables.CODE_VERSION: first.code_version,

@@ -19,7 +19,7 @@ from operator import and_, or_
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wap.errors import BadSourceError, SetupError, SourceMissingError
+from wap.errors import BadSourceError, DataError, SetupError, SourceMissingError
 from wap.partition import Grain, Partition, PartitionRange, grain_of, key_of
 from wap.settings import load_settings
 
@@ -376,7 +376,7 @@ class LandedFiles:
     ) -> list[str]:
         """The folders a run of `partition` (to `last`, for a range) reads: its own, then the late ones."""
         root = (landing_dir or load_settings().landing_dir) / self.dataset
-        grain = grain_of(partition)
+        grain = grain_of(partition)  # keys only: a local day's key is its date, as a UTC day's
         count = len(PartitionRange(partition, last or partition)) + self.late_folders
         return [str(root / f"dt={grain.key(grain.next(partition, n))}") for n in range(count)]
 
@@ -392,6 +392,7 @@ class LandedFiles:
         places: Places,
         last: Partition | None = None,
         refused: dict[str, str] | None = None,
+        grain: Grain | None = None,
     ) -> DataFrame:
         """Every record of the partition's folders (of a range's, to `last`): the declared
         columns, plus `_reject` (why the record cannot be used, or null), `_own` (it landed in
@@ -399,7 +400,8 @@ class LandedFiles:
         (an earlier partition it belongs to), `_file` and `_record` (its text as landed).
 
         A folder `landed_files` refuses stops the read (`BadSourceError`); given `refused`, it
-        is left out instead, and its key and why are added to `refused`."""
+        is left out instead, and its key and why are added to `refused`. `grain`: the pipeline's
+        (a local day's decides which folder an `event_time` belongs to; default: the value's)."""
         from pyspark.sql import functions as F
 
         root = places.landing_dir / self.dataset
@@ -432,7 +434,7 @@ class LandedFiles:
             frame, declared, reasons, record = self._read_parquet(spark, paths)
         else:
             frame, declared, reasons, record = self._read_json(spark, paths)
-        grain = grain_of(partition)
+        grain = grain or grain_of(partition)
         # Keys compare as text: ISO keys of one grain sort as their times do.
         first_key, last_key = F.lit(grain.key(partition)), F.lit(grain.key(last or partition))
         frame = frame.withColumn(LANDED, F.regexp_extract(F.col(FILE), r"/dt=(\d{4}-\d{2}-\d{2}(?:T\d{2})?)/", 1))
@@ -444,7 +446,7 @@ class LandedFiles:
             # Its partition's key, computed once per record (`_happened`, a projection of its own),
             # and each folder's earliest key computed here: the folders are known.
             happened_in = F.col(_HAPPENED)
-            happened = [F.date_format(F.col(self.event_time), grain.spark_key_format).alias(_HAPPENED)]
+            happened = [grain.spark_key(F.col(self.event_time)).alias(_HAPPENED)]
             window = {
                 (name := Path(f).name.removeprefix("dt=")): grain.key(grain.next(grain.parse(name), -self.late_folders))
                 for f in folders
@@ -587,12 +589,24 @@ class PublishedTable:
         return tables.load_table(self.table).location()
 
     def read(
-        self, spark: SparkSession, partition: Partition, places: Places, last: Partition | None = None
+        self,
+        spark: SparkSession,
+        partition: Partition,
+        places: Places,
+        last: Partition | None = None,
+        grain: Grain | None = None,
     ) -> DataFrame:
         from wap import tables
 
         table = tables.load_table(self.table, places.catalog)
-        span = PartitionRange(partition, last or partition)
+        span = PartitionRange(partition, last or partition, grain or grain_of(partition))
+        zone = tables.partition_zone(table)
+        if zone is not None and zone != span.grain.zone:
+            raise DataError(
+                f"{self.table}'s partitions are days in {zone}, this pipeline's are {span.grain.described}: "
+                f"the same key would mean another window of time, so no retry can help. Declare the grain "
+                f"daily_in({zone!r}) in this pipeline (or publish {self.table} in this pipeline's zone)."
+            )
         files = tables.files_by_partition(table, self.partition_column, span.first, span.last)
         missing = [key_of(p) for p in span.partitions() if key_of(p) not in files]
         if missing:
@@ -647,9 +661,10 @@ class DatabaseTable:
         conn = self._connection()
         return f"postgres://{conn.host}:{conn.port or 5432}/{conn.schema}.{self.table}"
 
-    def query(self, partition: Partition, last: Partition | None = None) -> str:
-        start, _ = grain_of(partition).window(partition)
-        _, end = grain_of(partition).window(last or partition)
+    def query(self, partition: Partition, last: Partition | None = None, grain: Grain | None = None) -> str:
+        grain = grain or grain_of(partition)
+        start, _ = grain.window(partition)
+        _, end = grain.window(last or partition)
         # The bounds are formatted from a validated partition, never taken from input text.
         bound = "TIMESTAMP WITH TIME ZONE '{}'".format
         return (
@@ -660,14 +675,20 @@ class DatabaseTable:
     def key_column(self, grain: Grain) -> Any:
         from pyspark.sql import functions as F
 
-        return F.date_format(F.col(self.updated_at), grain.spark_key_format)
+        return grain.spark_key(F.col(self.updated_at))
 
     def read(
-        self, spark: SparkSession, partition: Partition, places: Places, last: Partition | None = None
+        self,
+        spark: SparkSession,
+        partition: Partition,
+        places: Places,
+        last: Partition | None = None,
+        grain: Grain | None = None,
     ) -> DataFrame:
         # Read the database once: the count and the transform see the same rows, even if
         # the source changes meanwhile.
-        return self._jdbc(spark, self.query(partition, last), lambda frame: frame.localCheckpoint(eager=True))
+        query = self.query(partition, last, grain)
+        return self._jdbc(spark, query, lambda frame: frame.localCheckpoint(eager=True))
 
     def empty(self, spark: SparkSession) -> DataFrame:
         """The table's columns, no rows: the database is asked for its shape, not its data."""
@@ -730,10 +751,13 @@ class Intake:
 
 
 def take_in(
-    spark: SparkSession, source: Source, partition: Partition, places: Places
+    spark: SparkSession, source: Source, partition: Partition, places: Places, grain: Grain | None = None
 ) -> tuple[DataFrame, DataFrame | None, Intake]:
-    """Read a source for the partition: (usable records, rejects or None, the accounting)."""
-    usable, rejects, intakes = take_in_range(spark, source, PartitionRange(partition, partition), places)
+    """Read a source for the partition (of `grain`, the pipeline's: default the value's):
+    (usable records, rejects or None, the accounting)."""
+    usable, rejects, intakes = take_in_range(
+        spark, source, PartitionRange(partition, partition, grain or grain_of(partition)), places
+    )
     return usable, rejects, intakes[key_of(partition)]
 
 
@@ -765,14 +789,14 @@ def take_in_range(
     while True:
         refused: dict[str, str] = {}
         if len(keys) == 1:  # a source's read of a range takes its last partition (a single partition's: none)
-            frame = source.read(spark, span.first, places)
+            frame = source.read(spark, span.first, places, grain=span.grain)
         elif isinstance(source, LandedFiles):
-            frame = source.read(spark, span.first, places, span.last, refused=refusals)
+            frame = source.read(spark, span.first, places, span.last, refused=refusals, grain=span.grain)
             for value, key in zip(span.partitions(), keys, strict=True):
                 if found := sorted(reads(value) & set(refusals)):
                     refused[key] = refusals[found[0]]
         else:
-            frame = source.read(spark, span.first, places, span.last)
+            frame = source.read(spark, span.first, places, span.last, grain=span.grain)
         if REJECT not in frame.columns:
             if len(keys) == 1:
                 records = {keys[0]: frame.count()}

@@ -153,7 +153,7 @@ def read_sources(
     view; per source, its accounting and its rejects (None: none)."""
     found = []
     for source in pipeline.sources:
-        usable, rejects, intake = sources.take_in(spark, source, partition, runtime.places)
+        usable, rejects, intake = sources.take_in(spark, source, partition, runtime.places, pipeline.grain)
         usable.createOrReplaceTempView(source.view)
         found.append((source, intake, rejects))
     return found
@@ -206,7 +206,7 @@ def _write_measured(
     clock.lap("measure")
     if outside := int(values.pop(_OUTSIDE, 0) or 0):
         staging.remove_dir(staged_dir)
-        raise outside_rows_error(pipeline, PartitionRange(partition, partition), f"{outside} rows")
+        raise outside_rows_error(pipeline, PartitionRange(partition, partition, pipeline.grain), f"{outside} rows")
     return files, gate.measurement(suite, contract, plan, values)
 
 
@@ -352,6 +352,7 @@ def publish(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRun) -> 
                     tables.RUN_ID: staged.run_id,
                     tables.RUN_TOKEN: staged.run_token,
                     tables.PARTITION: staged.partition,
+                    tables.PARTITION_ZONE: pipeline.grain.zone,
                     tables.ROWS: str(staged.rows_out),
                     tables.CHECKSUM: staged.checksum,
                     tables.CODE_VERSION: staged.code_version,
@@ -386,8 +387,9 @@ def transformed(
     same SQL fails every retry."""
     from pyspark.errors import AnalysisException  # also the base of Spark Connect's
 
-    # Spark binds a date as a DATE (daily) and an hour's start as a TIMESTAMP (hourly).
-    args = {"first": partition, "last": last or partition, "partition": partition}
+    # Spark binds a date as a DATE (daily) and an hour's start as a TIMESTAMP (hourly); `:zone`
+    # is the zone of a local day's grain ('UTC' for the others), for from_utc_timestamp.
+    args = {"first": partition, "last": last or partition, "partition": partition, "zone": pipeline.grain.zone}
     if last is not None and not pipeline.sql_spans:
         raise ValueError(f"include/sql/{pipeline.sql} takes :partition, one partition: run it once per partition")
     try:

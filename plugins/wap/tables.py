@@ -47,6 +47,9 @@ RUN_ID, RUN_TOKEN, PARTITION, ROWS, CHECKSUM, PIPELINE, CODE_VERSION = (
 # A range run's commit publishes several partitions: its summary holds each one's run token,
 # rows and checksum as JSON, {key: [token, rows, checksum]} (`PARTITION` is then the range).
 PARTITIONS = "wap.partitions"
+# Publish summary key: the time zone whose days the table's daily partitions are (`daily_in`);
+# a commit without it (an older one) is of UTC days. A consumer of another zone is refused.
+PARTITION_ZONE = "wap.partition-zone"
 # Table property (and publish summary key): the contract version the table's schema matches.
 CONTRACT_VERSION = "wap.contract-version"
 COMMIT_RETRIES = 5
@@ -310,6 +313,15 @@ def _published(summary: Any) -> list[tuple[str, str, int, str]]:
     return [
         (summary.get(PARTITION), summary.get(RUN_TOKEN) or "", int(summary.get(ROWS) or 0), summary.get(CHECKSUM) or "")
     ]
+
+
+def partition_zone(table: Table) -> str | None:
+    """The zone of the days the table's newest publish is of (None: never published)."""
+    for snapshot in history(table) if table.current_snapshot() is not None else ():
+        summary = snapshot.summary
+        if summary is not None and summary.get(PARTITION) is not None:
+            return summary.get(PARTITION_ZONE) or "UTC"  # Summary.get ignores a default
+    return None
 
 
 def range_summary(published: dict[str, tuple[str, int, str]]) -> dict[str, str]:

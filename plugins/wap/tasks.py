@@ -34,23 +34,24 @@ from wap import partition as partitions
 from wap.errors import GateFailedError, WapError
 from wap.pipeline import PER_RANGE, Pipeline
 
+
 # The params carry no format of their own: the resolve task validates the value, once, at
 # the pipeline's grain (`Grain.parse`), and fails the run before any work with a message
 # that says which form it wants.
-PARTITION_PARAM = Param(
-    None,
-    type=["null", "string"],
-    title="Partition (YYYY-MM-DD, UTC) or range (YYYY-MM-DD/YYYY-MM-DD)",
-    description="Process this day instead of the run's own (logical date or partition key); or every day of a "
-    "range, both ends included, in one run with an outcome per day.",
-)
-HOURLY_PARTITION_PARAM = Param(
-    None,
-    type=["null", "string"],
-    title="Partition (YYYY-MM-DDTHH, UTC) or range (YYYY-MM-DDTHH/YYYY-MM-DDTHH)",
-    description="Process this hour instead of the run's own (logical date or partition key); or every hour of a "
-    "range, both ends included, in one run with an outcome per hour.",
-)
+def partition_param(grain: partitions.Grain) -> Param:
+    """The DAG's `partition` param for a pipeline of `grain`: its title says the key's form and zone."""
+    period = grain.unit.lower()
+    return Param(
+        None,
+        type=["null", "string"],
+        title=f"Partition ({grain.form}, {grain.zone}) or range ({grain.form}/{grain.form})",
+        description=f"Process this {period} instead of the run's own (logical date or partition key); or every "
+        f"{period} of a range, both ends included, in one run with an outcome per {period}.",
+    )
+
+
+PARTITION_PARAM = partition_param(partitions.DAILY)
+HOURLY_PARTITION_PARAM = partition_param(partitions.HOURLY)
 
 # Retries are for transient failures (a lost Spark session, an I/O error, a commit
 # conflict); data failures fail at once via AirflowFailException.
@@ -208,14 +209,17 @@ def wap_task(python_callable: Any = None, **kwargs: Any) -> Any:
 
 
 @wap_task(task_id="resolve_partition")
-def _resolve_partition(grain: str = "daily", **context: Any) -> str:
-    return partitions.span_key(partitions.resolve_partition(context, partitions.grain_named(grain)))
+def _resolve_partition(grain: str = "daily", zone: str = "UTC", **context: Any) -> str:
+    # A local day's logical date (its midnight in UTC) is floored on the zone's calendar.
+    return partitions.span_key(partitions.resolve_partition(context, partitions.grain_named(grain, zone)))
 
 
 def resolve_partition(pipeline: Pipeline | None = None) -> Any:
     """The run's partition key (YYYY-MM-DD, or YYYY-MM-DDTHH for an hourly pipeline), or its
     range (FIRST/LAST); fails at once if there is none or it is invalid."""
-    return _resolve_partition(pipeline.grain.name if pipeline else "daily")
+    if pipeline is None:
+        return _resolve_partition("daily")
+    return _resolve_partition(pipeline.grain.name, pipeline.grain.zone)
 
 
 @wap_task(task_id="stage", pool=SPARK_POOL)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import datetime as dt
 import functools
 import importlib.util
 import json
@@ -79,6 +80,7 @@ class Spec:
     merge_key: str | None = None  # postgres: merge into a table keyed by this column (a dimension)
     shape: str = "latest"  # what a row is (`SHAPES`)
     format: str = "json"  # files: how they are landed (`FORMATS`)
+    zone: str = "UTC"  # daily: the IANA time zone whose calendar days the partitions are
 
     @property
     def sql(self) -> str:
@@ -119,6 +121,7 @@ def spec(
     merge: bool = False,
     shape: str | None = None,
     format: str | None = None,
+    zone: str = "UTC",
 ) -> Spec:
     """Check the request's names and fill in the defaults: table `silver.<name>` (or `<layer>.<rest>`
     for a name `<layer>_<rest>`), landed dataset `<table's name>`, database table `public.<table's name>`.
@@ -126,11 +129,16 @@ def spec(
     `source` is `files`, `files:<dataset>`, `postgres` or `postgres:<schema.table>`. `shape` is
     one of the source's `SHAPES` (default: its first); `merge` is `shape="merged"`: a table keyed
     by `id` into which each run merges its rows, the newest `updated_at` winning. `format`: how
-    landed files are written (`FORMATS`, default JSON lines).
+    landed files are written (`FORMATS`, default JSON lines). `zone`: a daily pipeline's days
+    are that IANA time zone's calendar days (`partition.daily_in`), not UTC's.
     """
     _check_snake("pipeline name", name)
     if grain not in GRAINS:
         raise TemplateError(f"grain {grain!r}: use one of {', '.join(GRAINS)}")
+    try:
+        partition.grain_named(grain, zone)
+    except ValueError as exc:
+        raise TemplateError(f"--zone {zone}: {exc}") from None
     if table is None:
         layer, _, rest = name.partition("_")
         table = f"{layer}.{rest}" if layer in LAYERS and rest else f"{DEFAULT_NAMESPACE}.{name}"
@@ -163,7 +171,7 @@ def spec(
     if format is not None and (kind != "files" or format not in FORMATS):
         raise TemplateError(f"--format {format}: landed files are one of {', '.join(FORMATS)}; a database has none")
     merge_key = "id" if shape == "merged" else None
-    return Spec(name, table, grain, kind, dataset, conn_id, merge_key, shape=shape, format=format or "json")
+    return Spec(name, table, grain, kind, dataset, conn_id, merge_key, shape=shape, format=format or "json", zone=zone)
 
 
 def _check_snake(what: str, value: str, *, shown: str | None = None) -> None:
@@ -299,9 +307,12 @@ def environment(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
 
 def context(request: Spec) -> dict[str, Any]:
     """The names the templates are given (each template's header says which it uses)."""
-    unit = partition.GRAINS[request.grain].unit  # DAY or HOUR, in SQL intervals
+    grain = partition.grain_named(request.grain, request.zone)
+    unit = grain.unit  # DAY or HOUR, in SQL intervals
     return {
-        **asdict(request),  # name, table, grain, source, dataset, conn_id, merge_key, shape, format
+        **asdict(request),  # name, table, grain, source, dataset, conn_id, merge_key, shape, format, zone
+        "zoned": grain.zoned,
+        "sample": _sample(grain),
         "sql": request.sql,
         "suite": request.suite,
         "view": request.view,
@@ -309,6 +320,25 @@ def context(request: Spec) -> dict[str, Any]:
         "merged": request.merge_key is not None,
         "unit": unit,
         "period": unit.lower(),  # day or hour, in prose
+    }
+
+
+def _sample(grain: partition.Grain) -> dict[str, str]:
+    """The generated test's moments (UTC, ISO) for a local day's pipeline: in the day 2024-01-01,
+    at its edges and just outside it, on the zone's clock (the UTC grains' are in the template)."""
+    start, end = grain.window(dt.date(2024, 1, 1))
+
+    def utc(moment: dt.datetime) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+    second = dt.timedelta(seconds=1)
+    return {
+        "logical_date": f"dt.datetime({start.year}, {start.month}, {start.day}, {start.hour}, tzinfo=dt.UTC)",
+        "first": utc(start + dt.timedelta(hours=8)),
+        "later": utc(start + dt.timedelta(hours=9, minutes=30)),
+        "last": utc(end - second),
+        "before": utc(start - second),
+        "next_start": utc(end),
     }
 
 
@@ -407,5 +437,6 @@ def run(args: argparse.Namespace) -> str:
         merge=args.merge,
         shape=args.shape,
         format=args.format,
+        zone=args.zone,
     )
     return next_steps(request, create(request))
