@@ -279,6 +279,13 @@ def _check_parquet(path: Path, columns: dict[str, str]) -> None:
     for name, declared in columns.items():
         if name not in found.names:
             problems.append(f"column {name!r} is missing")
+        elif _nanoseconds(found.field(name).type):
+            # pandas and pyarrow write these by default (Parquet 2.6); Spark fails on them mid-job.
+            problems.append(
+                f"column {name!r} holds nanosecond timestamps, which Spark cannot read: write them in "
+                'microseconds (pandas: to_parquet(..., coerce_timestamps="us"); pyarrow: '
+                'write_table(..., coerce_timestamps="us"))'
+            )
         elif (kind := _arrow_as_spark(found.field(name).type)) != declared:
             problems.append(f"column {name!r} is {kind}, declared {declared}")
     if problems:
@@ -286,6 +293,22 @@ def _check_parquet(path: Path, columns: dict[str, str]) -> None:
             f"{path} does not have the declared columns: {'; '.join(problems)}. Land it with the declared "
             "schema, or declare the file's types (and cast them in the SQL)"
         )
+
+
+def _nanoseconds(arrow_type: Any) -> bool:
+    """Whether a column's type is, or holds, a timestamp in nanoseconds."""
+    import pyarrow as pa
+
+    t = pa.types
+    if t.is_timestamp(arrow_type):
+        return bool(arrow_type.unit == "ns")
+    if t.is_list(arrow_type) or t.is_large_list(arrow_type) or t.is_dictionary(arrow_type):
+        return _nanoseconds(arrow_type.value_type)
+    if t.is_map(arrow_type):
+        return _nanoseconds(arrow_type.key_type) or _nanoseconds(arrow_type.item_type)
+    if t.is_struct(arrow_type):
+        return any(_nanoseconds(f.type) for f in arrow_type)
+    return False
 
 
 def _arrow_as_spark(arrow_type: Any) -> str:
@@ -303,6 +326,11 @@ def _arrow_as_spark(arrow_type: Any) -> str:
         (t.is_int16, "smallint"),
         (t.is_int32, "int"),
         (t.is_int64, "bigint"),
+        # Unsigned, as Spark reads them: into the next wider signed type.
+        (t.is_uint8, "smallint"),
+        (t.is_uint16, "int"),
+        (t.is_uint32, "bigint"),
+        (t.is_uint64, "decimal(20,0)"),
         (t.is_float32, "float"),
         (t.is_float64, "double"),
         (t.is_date32, "date"),
