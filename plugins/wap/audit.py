@@ -36,6 +36,7 @@ import difflib
 import functools
 import hashlib
 import json
+import logging
 import os
 import statistics
 from collections.abc import Callable
@@ -564,6 +565,10 @@ def run_suite(df: DataFrame, expectations: list[dict[str, Any]], *, known_failed
     if not expectations:
         return []
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    # GX's info lines (closures it skips documenting, its temporary docs site) bury the run's
+    # own in a task log or `wap preview`; a level set by the deployment is kept.
+    if (gx_log := logging.getLogger("great_expectations")).level == logging.NOTSET:
+        gx_log.setLevel(logging.WARNING)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
