@@ -18,7 +18,7 @@ from wap.partition import HOURLY
 from wap.pipeline import Pipeline
 from wap.publish import Merge
 from wap.sources import DatabaseTable
-from wap.tasks import DEFAULT_ARGS, HOURLY_PARTITION_PARAM, audit, publish, resolve_partition, stage
+from wap.tasks import DEFAULT_ARGS, HOURLY_PARTITION_PARAM, audit, publish, quarantine_review, resolve_partition, stage
 
 CUSTOMERS = Pipeline(
     name="dim_customers",
@@ -48,3 +48,4 @@ def dim_customers():
 
 
 dim_customers()
+quarantine_review(CUSTOMERS, owner="data-platform")  # a person releases or discards a quarantined partition, in the UI

@@ -13,7 +13,7 @@ from airflow.sdk import PartitionedAssetTimetable, dag
 
 from wap.pipeline import Pipeline, table_asset
 from wap.sources import PublishedTable
-from wap.tasks import DEFAULT_ARGS, PARTITION_PARAM, audit, publish, resolve_partition, stage
+from wap.tasks import DEFAULT_ARGS, PARTITION_PARAM, audit, publish, quarantine_review, resolve_partition, stage
 
 DAILY_SALES = Pipeline(
     name="gold_daily_sales",
@@ -41,3 +41,6 @@ def gold_daily_sales():
 
 
 gold_daily_sales()
+quarantine_review(
+    DAILY_SALES, owner="data-platform"
+)  # a person releases or discards a quarantined partition, in the UI

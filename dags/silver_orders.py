@@ -16,6 +16,7 @@ from wap.tasks import (
     PARTITION_PARAM,
     audit,
     publish,
+    quarantine_review,
     reprocess_late,
     resolve_partition,
     stage,
@@ -63,3 +64,4 @@ def silver_orders():
 
 
 silver_orders()
+quarantine_review(ORDERS, owner="data-platform")  # a person releases or discards a quarantined partition, in the UI

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         {"publish", "staging", "tables", "ledger", "spark", "sources", "audit", "pipeline", "lineage"},
     ),
     ("steps", {"runtime", "steps", "check", "preview", "ranges", "quarantine", "rollback", "maintenance", "planner"}),
-    ("edge", {"tasks", "cli", "embedded", "template"}),
+    ("edge", {"tasks", "cli", "embedded", "template", "ui"}),
 ]
 # What a DAG file may import: the declarations and the Airflow edge (never steps or the CLI).
 DAG_IMPORTS = {"tasks", "pipeline", "publish", "sources", "partition"}

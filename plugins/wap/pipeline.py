@@ -112,6 +112,15 @@ class Pipeline:
     def asset(self) -> Asset:
         return table_asset(self.table)
 
+    @property
+    def review_asset(self) -> Asset:
+        """Requests for a person's review: an event per quarantined partition (its key), which
+        starts a run of the pipeline's review DAG (`wap.tasks.quarantine_review`)."""
+        from airflow.sdk import Asset
+
+        namespace, name = self.table.rsplit(".", 1)
+        return Asset(name=f"{self.table}.review", uri=f"wap-review://{namespace}/{name}", group="review")
+
     def sql_text(self) -> str:
         return (load_settings().sql_dir / self.sql).read_text(encoding="utf-8")
 

@@ -95,8 +95,10 @@ def release(
     reason: str,
     run_token: str | None = None,
     force: bool = False,
+    by: str | None = None,
 ) -> dict[str, Any]:
-    """Publish a quarantined run's staged files as the live partition; return the publish result."""
+    """Publish a quarantined run's staged files as the live partition; return the publish result.
+    `by`: who decided (default: this process's user; a review in Airflow's UI gives its user)."""
     from wap import steps
     from wap.pipeline import find_pipeline
 
@@ -155,19 +157,29 @@ def release(
         base_snapshot=live.snapshot_id if live else None,  # the decision was made against what is live now
     )
     result = steps.publish(runtime, pipeline, staged)
-    runtime.ledger.update(pipeline_name, row["run_token"], details={"release": _decision(reason)})
+    runtime.ledger.update(pipeline_name, row["run_token"], details={"release": _decision(reason, by)})
     return result
 
 
 def discard(
-    runtime: Runtime, pipeline_name: str, partition: str, *, reason: str, run_token: str | None = None
+    runtime: Runtime,
+    pipeline_name: str,
+    partition: str,
+    *,
+    reason: str,
+    run_token: str | None = None,
+    by: str | None = None,
 ) -> dict[str, Any]:
     """Delete a quarantined run's files; its ledger row says `discarded`, by whom and why."""
     row = find(runtime, pipeline_name, partition, run_token)
     _require_reason(reason)
     staging.remove_dir(row["staged_path"])
     runtime.ledger.update(
-        pipeline_name, row["run_token"], status="discarded", staged_path=None, details={"discard": _decision(reason)}
+        pipeline_name,
+        row["run_token"],
+        status="discarded",
+        staged_path=None,
+        details={"discard": _decision(reason, by)},
     )
     return {"status": "discarded", "partition": partition, "run_id": row["run_id"]}
 
@@ -177,5 +189,5 @@ def _require_reason(reason: str) -> None:
         raise QuarantineError("say why (--reason): the ledger keeps it with the decision")
 
 
-def _decision(reason: str) -> dict[str, str]:
-    return {"by": getpass.getuser(), "reason": reason.strip(), "at": dt.datetime.now(dt.UTC).isoformat()}
+def _decision(reason: str, by: str | None = None) -> dict[str, str]:
+    return {"by": by or getpass.getuser(), "reason": reason.strip(), "at": dt.datetime.now(dt.UTC).isoformat()}

@@ -21,12 +21,13 @@ import os
 import time
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.providers.standard.triggers.file import FileTrigger
-from airflow.sdk import BaseSensorOperator, Param, task
+from airflow.sdk import DAG, BaseSensorOperator, Param, PartitionedAssetTimetable, TriggerRule, task
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 from airflow.triggers.base import TriggerEvent
 
 from wap import lineage
@@ -333,8 +334,11 @@ def audit(pipeline: Pipeline, staged: Any) -> Any:
 
 def publish(pipeline: Pipeline, audited: Any) -> Any:
     """Atomically swap the audited partition (a range's passing partitions) in; emits the table's
-    asset event; then the verdict, which fails the run if partitions of a range did not publish."""
-    return _verdict(_publish.override(outlets=[pipeline.asset])(pipeline, audited))
+    asset event; then the verdict, which fails the run if partitions of a range did not publish.
+    If the run quarantined a partition, a person is asked to review it (`quarantine_review`)."""
+    verdict = _verdict(_publish.override(outlets=[pipeline.asset])(pipeline, audited))
+    [audited, verdict] >> _request_review.override(outlets=[pipeline.review_asset])(pipeline)
+    return verdict
 
 
 @wap_task
@@ -384,3 +388,157 @@ def reprocess_late(audited: Any, after: Any) -> Any:
         logical_date=None,
         skip_when_already_exists=True,
     ).expand_kwargs(runs)
+
+
+# ------------------------------------------------------------------ a person's review of a quarantine
+# How long a review waits for an answer; then the partition stays quarantined (`wap quarantine`).
+REVIEW_TIMEOUT = dt.timedelta(days=7)
+RELEASE, DISCARD = "Release", "Discard"
+
+
+@task(task_id="request_review", trigger_rule=TriggerRule.ONE_FAILED)
+def _request_review(pipeline: Pipeline, **context: Any) -> list[str]:
+    """An event of the pipeline's review asset for each partition this run quarantined (its key):
+    each starts a run of the review DAG. A run that failed for another reason asks nothing."""
+    from wap.runtime import Runtime
+
+    rows = Runtime.from_env().ledger.rows(pipeline.name)
+    keys = sorted({r["partition"] for r in rows if r["run_id"] == context["run_id"] and r["status"] == "quarantined"})
+    if not keys:
+        raise AirflowSkipException("nothing of this run is quarantined: no review to ask for")
+    context["outlet_events"][pipeline.review_asset].add_partitions(keys)
+    return keys
+
+
+class ReviewOperator(HITLBranchOperator):
+    """Asks a person, in Airflow's UI (Required actions), to release or discard the partition's
+    quarantined run, with a reason; the answer branches to `release` or `discard`. No answer
+    by the deadline fails the task without a retry, and the partition stays quarantined."""
+
+    def __init__(self, *, pipeline: Pipeline, response_timeout: dt.timedelta = REVIEW_TIMEOUT, **kwargs: Any) -> None:
+        kwargs.pop("params", None)  # the DAG's (the partition): they join the task's when it joins the DAG
+        super().__init__(
+            task_id="review",
+            subject=f"{pipeline.name}: a quarantined partition",
+            options=[RELEASE, DISCARD],
+            options_mapping={RELEASE: "release", DISCARD: "discard"},
+            params={
+                # Airflow validates a task's params before it runs, so the reason cannot be required
+                # by its schema; a decision without one is refused by `quarantine` (nothing changes).
+                "reason": Param(
+                    "", type="string", title="Why", description="Required: kept in the ledger with the decision."
+                ),
+            },
+            response_timeout=response_timeout,
+            **kwargs,
+        )
+        self.pipeline = pipeline
+
+    @property
+    def serialized_params(self) -> dict[str, dict[str, Any]]:
+        # The form asks for the reason alone: the DAG's params (the partition) are merged into
+        # the task's when it joins the DAG, and would be asked for, and required, too.
+        return {k: v for k, v in HITLBranchOperator.serialized_params.fget(self).items() if k == "reason"}  # type: ignore[attr-defined]
+
+    def execute(self, context: Any) -> Any:
+        from wap import quarantine
+        from wap.errors import QuarantineError
+        from wap.runtime import Runtime
+
+        key = partitions.span_key(partitions.resolve_partition(context, self.pipeline.grain))
+        try:
+            row = quarantine.find(Runtime.from_env(), self.pipeline.name, key)
+        except QuarantineError:
+            raise AirflowSkipException(f"{self.pipeline.name} {key} is not quarantined (decided meanwhile)") from None
+        self.subject = f"{self.pipeline.name} {key} is quarantined: release it, or discard it?"
+        self.body = (
+            f"The partitions view: [{self.pipeline.name} {key}](/wap/partitions/{self.pipeline.name}/{key})\n\n"
+            f"```\n{quarantine.describe(row)}\n```"
+        )
+        context["ti"].xcom_push(key="quarantined", value={"partition": key, "run_token": row["run_token"]})
+        return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if "error" not in event:
+            held = context["ti"].xcom_pull(task_ids=self.task_id, key="quarantined")
+            who = event.get("responded_by_user") or {}
+            decision = {
+                **held,
+                "option": event["chosen_options"][0],
+                "reason": (event.get("params_input") or {}).get("reason", ""),
+                "by": who.get("name") or who.get("id") or "airflow",
+            }
+            context["ti"].xcom_push(key="decision", value=decision)
+        return super().execute_complete(context, event)
+
+    def process_trigger_event_error(self, event: dict[str, Any]) -> None:
+        if event.get("error_type") == "timeout":
+            raise AirflowFailException(
+                f"no answer by the deadline: {self.pipeline.name} stays quarantined. Decide with "
+                f"wap quarantine release|discard {self.pipeline.name} PARTITION --reason ..."
+            )
+        super().process_trigger_event_error(event)
+
+
+def _decided(context: Any) -> dict[str, Any]:
+    return context["ti"].xcom_pull(task_ids="review", key="decision")
+
+
+@task(task_id="release", pool=PUBLISH_POOL)
+def _release(pipeline: Pipeline, **context: Any) -> dict[str, Any]:
+    """Publish the reviewed run's staged files (`quarantine.release`: the same atomic swap as a
+    run's), recorded with who and why; the table's asset event carries the partition."""
+    from wap import quarantine
+    from wap.runtime import Runtime
+
+    decision = _decided(context)
+    result = quarantine.release(
+        Runtime.from_env(),
+        pipeline.name,
+        decision["partition"],
+        reason=decision["reason"],
+        run_token=decision["run_token"],
+        by=decision["by"],
+    )
+    context["outlet_events"][pipeline.asset].add_partitions([decision["partition"]])
+    context["outlet_events"][pipeline.asset].extra = {k: str(v) for k, v in result.items() if k in ("status", "rows")}
+    return result
+
+
+@task(task_id="discard")
+def _discard(pipeline: Pipeline, **context: Any) -> dict[str, Any]:
+    """Delete the reviewed run's quarantined files (`quarantine.discard`), recorded with who and why."""
+    from wap import quarantine
+    from wap.runtime import Runtime
+
+    decision = _decided(context)
+    return quarantine.discard(
+        Runtime.from_env(),
+        pipeline.name,
+        decision["partition"],
+        reason=decision["reason"],
+        run_token=decision["run_token"],
+        by=decision["by"],
+    )
+
+
+def quarantine_review(pipeline: Pipeline, *, owner: str, timeout: dt.timedelta = REVIEW_TIMEOUT) -> DAG:
+    """The pipeline's review DAG, `<pipeline>__review`: one run per partition a run of the
+    pipeline quarantined (its review asset's events), asking a person to release or discard it.
+    The same code as `wap quarantine release|discard`; the ledger records who, why and when."""
+    with DAG(
+        dag_id=f"{pipeline.name}__review",
+        schedule=PartitionedAssetTimetable(assets=pipeline.review_asset),
+        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=16,  # a review mostly waits for a person: several at once
+        params={"partition": partition_param(pipeline.grain)},
+        default_args={"owner": owner, **DEFAULT_ARGS},
+        tags=["review", pipeline.name],
+        doc_md=quarantine_review.__doc__,
+    ) as review:
+        ReviewOperator(pipeline=pipeline, response_timeout=timeout) >> [
+            _release.override(outlets=[pipeline.asset])(pipeline),
+            _discard(pipeline),
+        ]
+    return review
