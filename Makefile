@@ -72,8 +72,18 @@ run: install bytecode $(JDBC_JAR)
 airflow: install bytecode $(JDBC_JAR)
 	@$(VENV)/bin/wap airflow $(ARGS)
 
+# Debian's chromium and its driver, which the browser test drives (test_local_airflow.py): from
+# Debian's packages, never a browser downloaded at run time. Installing needs root (CI's user).
+CHROMEDRIVER := /usr/bin/chromedriver
+$(CHROMEDRIVER):
+	@echo "installing Debian's chromium and chromium-driver (the browser test drives them)"
+	@apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null) || { \
+		echo "Cannot install chromium: sudo apt-get install chromium chromium-driver, then make test again" >&2; \
+		exit 1; }
+
 # Two processes (pytest-xdist), a whole test module each at a time: module fixtures stay shared.
-test: install bytecode $(JDBC_JAR)
+test: install bytecode $(JDBC_JAR) $(CHROMEDRIVER)
 	@$(PY) -m pytest -n 2 --dist loadfile
 
 # The pure-logic tests only (no Spark, no dag.test, no PostgreSQL or other server): under a
