@@ -393,6 +393,9 @@ def test_in_a_browser_the_week_is_coloured_by_state_and_a_review_in_the_ui_relea
         driver.quit()
     (published,) = _published(local_airflow.data, BAD)
     assert published["rows_out"] == len(orders_for_day(local_airflow.data / "landing", BAD))
+    # The release sent the table's asset event for the day, as a run's publish does.
+    events = local_airflow.get("/api/v2/assets/events?source_dag_id=silver_orders__review")[1]["asset_events"]
+    assert [(e["uri"], e["partition_key"]) for e in events] == [("iceberg://wap/silver/orders", str(BAD))]
 
 
 def test_stopping_the_command_stops_everything_it_started(local_airflow):
