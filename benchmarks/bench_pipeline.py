@@ -24,7 +24,7 @@ class SyntheticOrders:
     def location(self) -> str:
         return "synthetic://orders"
 
-    def read(self, spark, partition: dt.date, places=None):  # generated: it reads no place
+    def read(self, spark, partition: dt.date, places=None, grain=None):  # generated: it reads no place
         from synth import silver_rows
 
         rows = int(os.environ.get("BENCH_SYNTH_ROWS", "1000"))

@@ -42,3 +42,4 @@ def test_each_pipeline_declares_its_review_dag_on_its_review_asset():
     assert [o.uri for o in review.get_task("release").outlets] == ["iceberg://wap/silver/orders"]
     request = bag.dags["silver_orders"].get_task("request_review")
     assert request.trigger_rule == "one_failed" and {"audit", "verdict"} <= request.upstream_task_ids
+    assert request.is_teardown, "the run's state stays the verdict's: a failed run is not made a success by it"

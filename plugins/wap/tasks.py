@@ -337,7 +337,12 @@ def publish(pipeline: Pipeline, audited: Any) -> Any:
     asset event; then the verdict, which fails the run if partitions of a range did not publish.
     If the run quarantined a partition, a person is asked to review it (`quarantine_review`)."""
     verdict = _verdict(_publish.override(outlets=[pipeline.asset])(pipeline, audited))
-    [audited, verdict] >> _request_review.override(outlets=[pipeline.review_asset])(pipeline)
+    request = _request_review.override(outlets=[pipeline.review_asset])(pipeline).operator  # type: ignore[attr-defined]
+    # A teardown, so that the run's state stays its verdict's (a failed run stays failed, whatever
+    # the request did); its own trigger rule: it runs only when the audit or the verdict failed.
+    request.is_teardown = True
+    request.trigger_rule = TriggerRule.ONE_FAILED
+    [audited, verdict] >> request
     return verdict
 
 
