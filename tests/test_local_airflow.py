@@ -305,6 +305,14 @@ def test_the_views_states_equal_wap_plans(local_airflow):
     for bad, says in ((f"from={DAYS[-1]}&to={DAYS[0]}", "is before"), ("from=yesterday", "YYYY-MM-DD")):
         status, body = local_airflow.get(f"/wap/api/pipelines/silver_orders/partitions?{bad}")
         assert status == 400 and says in str(body), (bad, status, body)
+    # A key meant to reach a path or the page's markup: refused as a key, never echoed as markup.
+    for hostile in ("..%2F..%2Fledger.db", "2024-01-03%27%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E"):
+        for page in (
+            f"/wap/api/pipelines/silver_orders/partitions/{hostile}",
+            f"/wap/partitions/silver_orders/{hostile}",
+        ):
+            status, body = local_airflow.get(page)
+            assert status in (400, 404) and "<script>" not in str(body), (page, status, body)
 
 
 def _states_in(driver) -> dict[str, str]:

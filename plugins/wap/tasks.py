@@ -305,12 +305,17 @@ def _publish(pipeline: Pipeline, staged: dict[str, Any], **context: Any) -> dict
         lineage.published(pipeline, run, result["snapshot_id"], result["status"])
         keys = [run.partition]
     if keys:
-        # The asset event carries the partitions, so partition-aware consumers run for each.
-        context["outlet_events"][pipeline.asset].add_partitions(keys)
-        context["outlet_events"][pipeline.asset].extra = {
-            k: str(v) for k, v in result.items() if k in ("status", "snapshot_id", "partition", "rows")
-        }
+        _announce(pipeline, keys, result, context)
     return result
+
+
+def _announce(pipeline: Pipeline, keys: list[str], result: dict[str, Any], context: Any) -> None:
+    """The table's asset event for what was published: it carries the partitions, so
+    partition-aware consumers run for each."""
+    context["outlet_events"][pipeline.asset].add_partitions(keys)
+    context["outlet_events"][pipeline.asset].extra = {
+        k: str(v) for k, v in result.items() if k in ("status", "snapshot_id", "partition", "rows")
+    }
 
 
 @task(task_id="verdict", multiple_outputs=False)
@@ -485,8 +490,22 @@ class ReviewOperator(HITLBranchOperator):
         super().process_trigger_event_error(event)
 
 
-def _decided(context: Any) -> dict[str, Any]:
-    return context["ti"].xcom_pull(task_ids="review", key="decision")
+def _carry_out(decide: Any, pipeline: Pipeline, context: Any) -> tuple[str, dict[str, Any]]:
+    """The review's decision carried out by `decide` (`quarantine.release` or `discard`): the
+    partition and the result."""
+    from wap.runtime import Runtime
+
+    decision = context["ti"].xcom_pull(task_ids="review", key="decision")
+    partition = decision["partition"]
+    result = decide(
+        Runtime.from_env(),
+        pipeline.name,
+        partition,
+        reason=decision["reason"],
+        run_token=decision["run_token"],
+        by=decision["by"],
+    )
+    return partition, result
 
 
 @task(task_id="release", pool=PUBLISH_POOL)
@@ -494,19 +513,9 @@ def _release(pipeline: Pipeline, **context: Any) -> dict[str, Any]:
     """Publish the reviewed run's staged files (`quarantine.release`: the same atomic swap as a
     run's), recorded with who and why; the table's asset event carries the partition."""
     from wap import quarantine
-    from wap.runtime import Runtime
 
-    decision = _decided(context)
-    result = quarantine.release(
-        Runtime.from_env(),
-        pipeline.name,
-        decision["partition"],
-        reason=decision["reason"],
-        run_token=decision["run_token"],
-        by=decision["by"],
-    )
-    context["outlet_events"][pipeline.asset].add_partitions([decision["partition"]])
-    context["outlet_events"][pipeline.asset].extra = {k: str(v) for k, v in result.items() if k in ("status", "rows")}
+    partition, result = _carry_out(quarantine.release, pipeline, context)
+    _announce(pipeline, [partition], result, context)
     return result
 
 
@@ -514,17 +523,8 @@ def _release(pipeline: Pipeline, **context: Any) -> dict[str, Any]:
 def _discard(pipeline: Pipeline, **context: Any) -> dict[str, Any]:
     """Delete the reviewed run's quarantined files (`quarantine.discard`), recorded with who and why."""
     from wap import quarantine
-    from wap.runtime import Runtime
 
-    decision = _decided(context)
-    return quarantine.discard(
-        Runtime.from_env(),
-        pipeline.name,
-        decision["partition"],
-        reason=decision["reason"],
-        run_token=decision["run_token"],
-        by=decision["by"],
-    )
+    return _carry_out(quarantine.discard, pipeline, context)[1]
 
 
 def quarantine_review(pipeline: Pipeline, *, owner: str, timeout: dt.timedelta = REVIEW_TIMEOUT) -> DAG:

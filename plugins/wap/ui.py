@@ -37,7 +37,7 @@ from airflow.plugins_manager import AirflowPlugin
 
 from wap import planner, quarantine, tables
 from wap.errors import PartitionError, QuarantineError
-from wap.partition import Partition, key_of
+from wap.partition import Partition, PartitionRange, key_of
 from wap.pipeline import Pipeline, declared_in
 from wap.runtime import Runtime
 from wap.settings import load_settings
@@ -95,7 +95,7 @@ def span_of(runtime: Runtime, pipeline: Pipeline, start: str | None, end: str | 
         first = max(first, grain.parse(tried[0]))
     if last < first:
         raise PartitionError(f"to {grain.key(last)} is before from {grain.key(first)}")
-    if (count := int((grain.start(last) - grain.start(first)) / grain.step) + 1) > MAX_SPAN:
+    if (count := len(PartitionRange(first, last, grain))) > MAX_SPAN:  # counted on the calendar
         raise PartitionError(f"{count} partitions asked for; the view shows at most {MAX_SPAN}: narrow from/to")
     return first, last
 
