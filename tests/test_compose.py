@@ -1,5 +1,5 @@
-"""docker-compose.yaml, checked statically: there is no Docker engine on the development
-machines or in CI, so nothing here starts a container or touches the network.
+"""docker-compose.yaml, and its Celery variant, checked statically: there is no Docker engine
+on the development machines or in CI, so nothing here starts a container or touches the network.
 
 What is checked: the file's shape against the Compose Specification's keys; every image
 pinned (compose and Dockerfiles); versions that must agree with requirements.txt (Airflow,
@@ -9,23 +9,36 @@ and `dags/`, so a new variable fails here until compose sets it); every `${VAR}`
 in .env.example; no secret written into the file; mounted paths present; healthchecks on
 every long-running service and a condition on every `depends_on`; the databases, landing
 folder and service addresses consistent across services.
+
+The Celery variant is the base file with docker-compose.celery.yaml on top (`docker compose
+-f docker-compose.yaml -f docker-compose.celery.yaml`). `load_compose` merges the files as
+Compose does, so every check above runs on both (`variant`); the `test_celery_*` tests check
+what the override adds: one executor, broker and result backend for every Airflow service,
+Redis, and workers that run the tasks where the scheduler ran them.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.metadata
 import importlib.util
 import json
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
+CELERY_FILE = REPO / "docker-compose.celery.yaml"
+# The deployments, each the files of its `docker compose -f … -f …`, and its executor.
+VARIANTS = {"local": (COMPOSE_FILE,), "celery": (COMPOSE_FILE, CELERY_FILE)}
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
 ENV_EXAMPLE = REPO / ".env.example"
 CODE_ROOTS = (REPO / "plugins", REPO / "dags")
 
@@ -56,6 +69,14 @@ AIRFLOW_COMMANDS = {
 }
 AIRFLOW_SERVICES = (*AIRFLOW_COMMANDS, "airflow-init")
 SPARK_SERVICES_READING_LANDING = ("spark-connect", "spark-worker")
+# What docker-compose.celery.yaml sets for every Airflow service, and for its workers alone.
+CELERY_SETTINGS = {
+    "AIRFLOW__CORE__EXECUTOR",
+    "AIRFLOW__CELERY__BROKER_URL",
+    "AIRFLOW__CELERY__RESULT_BACKEND",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
+}
+CELERY_WORKER_SETTINGS = {"AIRFLOW__CELERY__WORKER_CONCURRENCY", "DUMB_INIT_SETSID"}
 
 # Read by the code (or set by the embedded and test environments) but not for a deployment
 # to set, and why. Anything else the code reads must be in compose.
@@ -81,22 +102,109 @@ VARIABLE = re.compile(
 )
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|ACCESS_KEY", re.IGNORECASE)
 SECRET_ASSIGNMENT = re.compile(r"(?i)(password|secret[._-]?key|access[._-]?key|token)=(?!\$\{)\S")
-URL_PASSWORD = re.compile(r"://[^:/@\s]+:(?P<password>[^@\s]+)@")
+# The user may be empty: Redis URLs carry a password alone (`redis://:PASSWORD@host`).
+URL_PASSWORD = re.compile(r"://[^:/@\s]*:(?P<password>[^@\s]+)@")
 ADDRESS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?:[^@/\s\"]*@)?(?P<host>[A-Za-z0-9_.-]+)")
 
 
 # ------------------------------------------------------------------ loading
+# Compose's merge of several files (compose-spec 13-merge.md), for the keys these files use:
+# mappings merge by key; sequences append, except `volumes` (and `secrets`, `configs`), whose
+# entries merge by target; `command`, `entrypoint` and `healthcheck.test` are replaced;
+# `environment` merges per variable (its list and mapping forms alike).
+REPLACED = {"command", "entrypoint"}
+UNIQUE_BY_TARGET = {"volumes", "secrets", "configs"}
+# Compose's documentation: `extends` never shares these with the extending service.
+NOT_SHARED_BY_EXTENDS = {"depends_on", "volumes_from"}
+
+
+def merge(base: Any, override: Any, path: tuple[str, ...] = ()) -> Any:
+    """`override` merged onto `base`, as Compose merges a later file onto an earlier one
+    (and a service onto the one it extends). Returns new containers, never changes either:
+    YAML anchors share one object between services."""
+    service_key = path[-1] if len(path) == 3 and path[0] == "services" else None
+    if service_key == "environment":
+        return {**environment({"environment": base}), **environment({"environment": override})}
+    if service_key in REPLACED or path[-2:] == ("healthcheck", "test"):
+        return copy.deepcopy(override)
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = merge(base[key], value, (*path, key)) if key in base else copy.deepcopy(value)
+        return merged
+    if isinstance(base, list) and isinstance(override, list):
+        if service_key in UNIQUE_BY_TARGET:
+            replaced = {target(item): item for item in override}
+            kept = [copy.deepcopy(replaced.pop(target(item), item)) for item in base]
+            return kept + [copy.deepcopy(item) for item in override if target(item) in replaced]
+        return copy.deepcopy(base + override)
+    return copy.deepcopy(override)
+
+
+def target(item: Any) -> str:
+    """The target path of a `volumes` (or `secrets`, `configs`) entry, short or long form."""
+    return item["target"] if isinstance(item, dict) else volumes({"volumes": [item]})[0][2]
+
+
+def extended(service: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """A service with its `extends: {file, service}` resolved: the service it names (from that
+    file, read alone) with this one merged onto it, less what `extends` does not share."""
+    extends = service.get("extends")
+    if extends is None:
+        return service
+    assert isinstance(extends, dict) and extends.get("file"), "extends within one file: not supported here"
+    path = directory / extends["file"]
+    source = yaml.safe_load(path.read_text(encoding="utf-8"))["services"][extends["service"]]
+    source = {k: v for k, v in extended(source, path.parent).items() if k not in NOT_SHARED_BY_EXTENDS}
+    local = {k: v for k, v in service.items() if k != "extends"}
+    return merge({"services": {"s": source}}, {"services": {"s": local}})["services"]["s"]
+
+
+def load_compose(*files: Path) -> dict[str, Any]:
+    """The configuration of `docker compose -f FILE …`: each file parsed (YAML resolves its own
+    anchors and `<<` merges; they do not cross files), its services' `extends` resolved, then
+    merged onto the files before it."""
+    merged: dict[str, Any] = {}
+    for path in files:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert isinstance(data, dict), f"{path.name} is not a mapping"
+        services = data.get("services") or {}
+        data["services"] = {name: extended(service, path.parent) for name, service in services.items()}
+        merged = merge(merged, data)
+    return merged
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def variant(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))  # resolves anchors and `<<` merges
-    assert isinstance(data, dict), "docker-compose.yaml is not a mapping"
-    return data
+def compose(variant) -> dict[str, Any]:
+    return load_compose(*VARIANTS[variant])
 
 
 @pytest.fixture(scope="module")
 def services(compose) -> dict[str, dict[str, Any]]:
     assert isinstance(compose.get("services"), dict) and compose["services"], "no services"
     return compose["services"]
+
+
+def airflow_service_names(services: dict[str, dict[str, Any]]) -> list[str]:
+    """The services of the Airflow image: the components, airflow-init, and any worker."""
+    scheduler = services["airflow-scheduler"]
+    found = [
+        name
+        for name, service in services.items()
+        if service.get("image") == scheduler["image"] or service.get("build") == scheduler["build"]
+    ]
+    assert set(found) >= set(AIRFLOW_SERVICES), f"Airflow services missing: {set(AIRFLOW_SERVICES) - set(found)}"
+    return found
+
+
+@pytest.fixture(scope="module")
+def airflow_services(services) -> list[str]:
+    return airflow_service_names(services)
 
 
 @pytest.fixture(scope="module")
@@ -263,13 +371,13 @@ def test_service_keys_are_the_compose_specs(services):
         assert "image" in service or "build" in service, f"{name} has neither image nor build"
 
 
-def test_the_airflow_services_of_the_official_layout(services):
+def test_the_airflow_services_of_the_official_layout(services, variant, airflow_services):
     for name, command in AIRFLOW_COMMANDS.items():
         assert name in services, f"no {name} service"
         assert command_text(services[name]).split()[:1] == [command], f"{name} does not run `airflow {command}`"
     assert "airflow-init" in services
-    for name in AIRFLOW_SERVICES:
-        assert environment(services[name]).get("AIRFLOW__CORE__EXECUTOR") == "LocalExecutor", name
+    for name in airflow_services:
+        assert environment(services[name]).get("AIRFLOW__CORE__EXECUTOR") == EXECUTORS[variant], name
 
 
 def test_airflow_init_migrates_and_imports_the_pools(services):
@@ -320,7 +428,7 @@ def test_every_dockerfile_base_image_is_pinned(services):
             assert image_pinned(image), f"{dockerfile.relative_to(REPO)}: FROM {image} is not pinned"
 
 
-def test_airflow_image_matches_requirements(services):
+def test_airflow_image_matches_requirements(services, airflow_services):
     airflow, python = requirement_pin("apache-airflow"), "3.11"
     lock = re.search(r"--python-version (\S+)", (REPO / "Makefile").read_text())
     assert lock and lock.group(1) == python, "requirements.txt is locked for another Python than the image's"
@@ -329,7 +437,7 @@ def test_airflow_image_matches_requirements(services):
     assert from_images(dockerfile) == [f"apache/airflow:{airflow}-python{python}"]
     text = dockerfile.read_text()
     assert re.search(r"pip install .*-r \S*requirements\.txt", text), "the image does not install requirements.txt"
-    for name in AIRFLOW_SERVICES:
+    for name in airflow_services:
         assert services[name]["build"] == build and services[name]["image"] == services["airflow-scheduler"]["image"]
 
 
@@ -362,9 +470,9 @@ def test_the_scan_finds_what_the_code_reads():
     assert not stale, f"exempted but no longer read or set anywhere: {sorted(stale)}"
 
 
-def test_airflow_services_set_every_variable_the_code_reads(services):
+def test_airflow_services_set_every_variable_the_code_reads(services, airflow_services):
     required = {name: why for name, why in required_env().items() if name not in NOT_FOR_DEPLOYMENT}
-    for name in AIRFLOW_SERVICES:
+    for name in airflow_services:
         env = environment(services[name])
         missing = {var: why for var, why in required.items() if env.get(var) in (None, "")}
         assert not missing, f"{name} does not set: " + "; ".join(f"{k} ({v})" for k, v in sorted(missing.items()))
@@ -403,10 +511,10 @@ def test_one_postgres_holds_every_database(services):
         assert role in roles, f"role {role} is never created"
 
 
-def test_landed_files_are_shared_at_the_same_path(services):
+def test_landed_files_are_shared_at_the_same_path(services, airflow_services):
     landing = environment(services["airflow-scheduler"])["WAP_LANDING_DIR"]
     sources = {}
-    for name in (*AIRFLOW_SERVICES, *SPARK_SERVICES_READING_LANDING):
+    for name in (*airflow_services, *SPARK_SERVICES_READING_LANDING):
         mounts = [(kind, source) for kind, source, target, _ in volumes(services[name]) if target == landing]
         assert mounts, f"{name} does not mount the landing folder at {landing}"
         sources[name] = mounts[0]
@@ -510,3 +618,164 @@ def test_every_long_running_service_has_a_healthcheck(services):
         assert check, f"{name} runs for good and has no healthcheck"
         assert set(check) <= HEALTHCHECK_KEYS, f"{name}: unknown healthcheck keys {set(check) - HEALTHCHECK_KEYS}"
         assert not check.get("disable") and check.get("test") and check["test"] != ["NONE"], f"{name}: no test"
+
+
+# ------------------------------------------------------------------ the Celery variant
+@pytest.fixture(scope="module")
+def celery_services() -> dict[str, dict[str, Any]]:
+    return load_compose(*VARIANTS["celery"])["services"]
+
+
+def celery_workers(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services.items() if command_text(s).split()[:2] == ["celery", "worker"]}
+
+
+def url_parts(url: str) -> tuple[str, str | None, list[str], str | None, int | None, str]:
+    """(scheme, user, the variables in its password, host, port, path) of a URL whose password
+    is a ${VAR} reference (which may hold `?` and spaces, so it is set aside before parsing)."""
+    secrets = [match["name"] for match in VARIABLE.finditer(url)]
+    parts = urlsplit(re.sub(r"\$\{[^}]*\}", "x", url))
+    return parts.scheme, parts.username, secrets, parts.hostname, parts.port, parts.path
+
+
+def test_load_compose_merges_as_the_spec_says(tmp_path):
+    """The examples of compose-spec 13-merge.md, both forms of `environment`, and `extends`."""
+    (tmp_path / "base.yaml").write_text(
+        textwrap.dedent("""
+        services:
+          foo: &foo
+            key1: value1
+            key2: value2
+            dns: [1.1.1.1]
+            command: [echo, foo]
+            volumes: [foo:/work, ./a:/a:ro]
+            environment: [A=1, B=2]
+            healthcheck: {test: [CMD, "true"], interval: 10s}
+            depends_on: {db: {condition: service_healthy}}
+          bar: *foo
+        """)
+    )
+    (tmp_path / "override.yaml").write_text(
+        textwrap.dedent("""
+        services:
+          foo:
+            key2: VALUE
+            key3: value3
+            dns: [8.8.8.8]
+            command: [echo, bar]
+            volumes: [bar:/work, c:/c]
+            environment: {B: two, C: 3}
+            healthcheck: {test: [CMD, "false"]}
+          baz:
+            extends: {file: base.yaml, service: foo}
+            command: [echo, baz]
+        """)
+    )
+    merged = load_compose(tmp_path / "base.yaml", tmp_path / "override.yaml")["services"]
+    assert merged["foo"] == {
+        "key1": "value1",
+        "key2": "VALUE",
+        "key3": "value3",
+        "dns": ["1.1.1.1", "8.8.8.8"],
+        "command": ["echo", "bar"],
+        "volumes": ["bar:/work", "./a:/a:ro", "c:/c"],
+        "environment": {"A": "1", "B": "two", "C": "3"},
+        "healthcheck": {"test": ["CMD", "false"], "interval": "10s"},
+        "depends_on": {"db": {"condition": "service_healthy"}},
+    }
+    assert merged["bar"]["command"] == ["echo", "foo"], "merging foo changed bar, which shares its anchor"
+    assert merged["baz"] == {k: v for k, v in merged["bar"].items() if k != "depends_on"} | {"command": ["echo", "baz"]}
+
+
+def test_celery_variant_adds_only_the_celery_settings_to_the_base(celery_services):
+    base = load_compose(COMPOSE_FILE)["services"]
+    airflow = airflow_service_names(base)
+    for name, before in base.items():
+        after = celery_services[name]
+        changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+        if name not in airflow:
+            assert not changed, f"{name}: the Celery variant changes {sorted(changed)}"
+            continue
+        assert changed <= {"environment", "depends_on"}, f"{name}: the Celery variant changes {sorted(changed)}"
+        env_before, env_after = environment(before), environment(after)
+        changed_env = {var for var in env_before.keys() | env_after.keys() if env_before.get(var) != env_after.get(var)}
+        assert changed_env == CELERY_SETTINGS, f"{name}: changes {sorted(changed_env)}, not the Celery settings"
+        depends_before, depends_after = before.get("depends_on") or {}, after.get("depends_on") or {}
+        assert all(depends_after.get(t) == spec for t, spec in depends_before.items()), f"{name}: depends_on changed"
+    added = set(celery_services) - set(base)
+    assert added == {"redis", *celery_workers(celery_services)}, f"the Celery variant adds {sorted(added)}"
+
+
+def test_celery_every_airflow_service_uses_one_broker_and_result_backend(celery_services):
+    workers = celery_workers(celery_services)
+    airflow = airflow_service_names(celery_services)
+    assert workers and set(workers) <= set(airflow), f"no Celery worker of the Airflow image: {sorted(workers)}"
+    settings = {}
+    for name in airflow:
+        env = environment(celery_services[name])
+        assert env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor", f"{name} does not use the CeleryExecutor"
+        settings[name] = tuple(env.get(var) for var in sorted(CELERY_SETTINGS))
+        assert all(settings[name]), f"{name} does not set all of {sorted(CELERY_SETTINGS)}"
+    assert len(set(settings.values())) == 1, f"the Airflow services differ in {sorted(CELERY_SETTINGS)}: {settings}"
+
+
+def test_celery_broker_is_redis_and_results_go_to_airflows_database(celery_services):
+    env = environment(celery_services["airflow-scheduler"])
+    scheme, _, _, host, port, _ = url_parts(env["AIRFLOW__CELERY__BROKER_URL"])
+    assert scheme == "redis" and host in celery_services, f"the broker {host!r} is not a service"
+    assert celery_services[host]["image"].startswith("redis:"), f"the broker {host!r} is not Redis"
+    assert port in (None, 6379) and "--port" not in command_text(celery_services[host]), "not Redis's port"
+
+    backend = url_parts(env["AIRFLOW__CELERY__RESULT_BACKEND"])
+    metadata = url_parts(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert backend[0].startswith("db+postgresql"), f"not Celery's database backend on PostgreSQL: {backend[0]}"
+    assert backend[1:] == metadata[1:], f"the result backend is not Airflow's metadata DB: {backend} vs {metadata}"
+    user, secrets, host, port, path = backend[1:]
+    postgres = environment(celery_services[host])
+    assert celery_services[host]["image"].startswith("postgres:"), f"{host} is not the PostgreSQL service"
+    assert (user, path, port) == (postgres["POSTGRES_USER"], f"/{postgres['POSTGRES_DB']}", 5432)
+    assert secrets == [m["name"] for m in VARIABLE.finditer(postgres["POSTGRES_PASSWORD"])], "not the DB's password"
+
+
+def test_celery_workers_run_the_tasks_where_the_scheduler_did(celery_services):
+    scheduler = celery_services["airflow-scheduler"]
+    workers = celery_workers(celery_services)
+    replicas = {name: int((w.get("deploy") or {}).get("replicas", 1)) for name, w in workers.items()}
+    assert sum(replicas.values()) >= 2, f"fewer than two Celery workers: {replicas}"
+    common_env = environment(scheduler)
+    for name, worker in workers.items():
+        assert command_text(worker) == "celery worker", f"{name} does not run `airflow celery worker`"
+        assert (worker["image"], worker["build"]) == (scheduler["image"], scheduler["build"]), name
+        env = environment(worker)
+        assert {k: v for k, v in env.items() if k not in CELERY_WORKER_SETTINGS} == common_env, (
+            f"{name}: not the environment of the other Airflow services"
+        )
+        assert env.get("DUMB_INIT_SETSID") == "0", f"{name}: a stop signal would not reach Celery alone (warm shutdown)"
+        slots = int(env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]) * sum(replicas.values())
+        assert slots == int(common_env["AIRFLOW__CORE__PARALLELISM"]), f"{slots} worker slots, not the parallelism"
+        missing = set(volumes(scheduler)) - set(volumes(worker))
+        assert not missing, f"{name} does not mount what the scheduler mounts: {sorted(missing)}"
+        check = " ".join(worker["healthcheck"]["test"])
+        # `$$`: the container's own HOSTNAME, not one interpolated by compose on the host.
+        assert "inspect ping" in check and "celery@$${HOSTNAME}" in check, f"{name}: no Celery ping of itself"
+        depends = worker.get("depends_on") or {}
+        wanted = {
+            "postgres": "service_healthy",
+            "redis": "service_healthy",
+            "airflow-init": "service_completed_successfully",
+            "airflow-apiserver": "service_healthy",
+        }
+        wanted |= {target: spec["condition"] for target, spec in (scheduler.get("depends_on") or {}).items()}
+        got = {target: spec.get("condition") for target, spec in depends.items()}
+        assert got.items() >= wanted.items(), f"{name} waits for {got}, not {wanted}"
+
+
+def test_celery_redis_is_pinned_healthy_and_internal(celery_services):
+    redis = celery_services["redis"]
+    assert image_pinned(redis["image"]) and re.fullmatch(r"redis:7\.\d+\.\d+(-[a-z0-9.]+)?", redis["image"]), (
+        f"Redis {redis['image']} is not an exact 7.x version"
+    )
+    check = redis.get("healthcheck") or {}
+    assert check.get("test", [None])[0] in ("CMD", "CMD-SHELL") and "redis-cli ping" in " ".join(check["test"])
+    assert not redis.get("ports"), "Redis is published on the host"
+    assert redis.get("restart") == "always"
