@@ -72,18 +72,26 @@ run: install bytecode $(JDBC_JAR)
 airflow: install bytecode $(JDBC_JAR)
 	@$(VENV)/bin/wap airflow $(ARGS)
 
-# Debian's chromium and its driver, which the browser test drives (test_local_airflow.py): from
-# Debian's packages, never a browser downloaded at run time. Installing needs root (CI's user).
+# Debian packages the tests drive, from Debian (never a binary downloaded at run time); installing
+# needs root (CI's user). $(1): the packages.
+apt_install = apt-get install -y -q $(1) >/dev/null 2>&1 || \
+	(apt-get update -q >/dev/null && apt-get install -y -q $(1) >/dev/null) || { \
+	echo "Cannot install $(1): sudo apt-get install $(1), then make test again" >&2; exit 1; }
+
+# Debian's chromium and its driver, which the browser test drives (test_local_airflow.py).
 CHROMEDRIVER := /usr/bin/chromedriver
 $(CHROMEDRIVER):
 	@echo "installing Debian's chromium and chromium-driver (the browser test drives them)"
-	@apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
-		(apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null) || { \
-		echo "Cannot install chromium: sudo apt-get install chromium chromium-driver, then make test again" >&2; \
-		exit 1; }
+	@$(call apt_install,chromium chromium-driver)
+
+# Debian's redis-server, the broker of the cluster test's Celery workers (test_cluster.py).
+REDIS_SERVER := /usr/bin/redis-server
+$(REDIS_SERVER):
+	@echo "installing Debian's redis-server (the broker of the cluster test's Celery workers)"
+	@$(call apt_install,redis-server)
 
 # Two processes (pytest-xdist), a whole test module each at a time: module fixtures stay shared.
-test: install bytecode $(JDBC_JAR) $(CHROMEDRIVER)
+test: install bytecode $(JDBC_JAR) $(CHROMEDRIVER) $(REDIS_SERVER)
 	@$(PY) -m pytest -n 2 --dist loadfile
 
 # The pure-logic tests only (no Spark, no dag.test, no PostgreSQL or other server): under a

@@ -1,6 +1,11 @@
 """A real Airflow on this machine for tests: api-server, scheduler, dag-processor and
 triggerer with the LocalExecutor, on a PostgreSQL server started by the test; the
-pipelines' run ledger and Iceberg catalog on the same server (their own databases).
+pipelines' run ledger and Iceberg catalog on the same server (their own databases), or on
+another (`data_postgres`).
+
+With `celery_broker` (a Redis URL) it runs the CeleryExecutor instead: `celery_workers`
+workers (`airflow celery worker`) run the tasks, Celery's results go to Airflow's database,
+and each task instance's `hostname` is the name of the worker that ran it (worker-1, ...).
 
 Every process is started in its own process group and stopped by it.
 """
@@ -24,28 +29,56 @@ from pg import PostgresServer, free_port
 from wap.embedded import local_airflow_env, stop_process_tree
 from wap.spark import ConnectServer
 
+HERE = Path(__file__).resolve().parent
+
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
 class AirflowDeployment:
-    def __init__(self, base: Path, postgres: PostgresServer, parallelism: int = 2, spark: str = "server") -> None:
+    def __init__(
+        self,
+        base: Path,
+        postgres: PostgresServer,
+        parallelism: int = 2,
+        spark: str = "server",
+        *,
+        data_postgres: PostgresServer | None = None,
+        celery_broker: str | None = None,
+        celery_workers: int = 2,
+    ) -> None:
         """`spark`: "server" (a Spark Connect server started with the deployment, every task its
         client: how a local Airflow runs by default, `wap airflow`), "in-task" (each Spark task
         starts a local JVM), or the sc:// address of a running server."""
         self.base = base
         self.postgres = postgres
+        self.data_postgres = data_postgres or postgres
         self.port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
         self._logs: list[Any] = []  # the components' log files, closed in stop()
-        for database in ("airflow", "wap_ledger", "wap_catalog"):
-            with sa.create_engine(postgres.url(), isolation_level="AUTOCOMMIT").connect() as conn:
+        for server, database in (
+            (postgres, "airflow"),
+            (self.data_postgres, "wap_ledger"),
+            (self.data_postgres, "wap_catalog"),
+        ):
+            with sa.create_engine(server.url(), isolation_level="AUTOCOMMIT").connect() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+        self.workers = [f"worker-{n}" for n in range(1, celery_workers + 1)] if celery_broker else []
+        self.components = (*COMPONENTS, *self.workers)
         self.env = {
             **os.environ,
             # the embedded default's layout, this deployment's port, its API and execution API URLs
             **local_airflow_env(base / "data", self.port, host="127.0.0.1"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres.url("airflow"),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if celery_broker else "LocalExecutor",
+            **(
+                {
+                    "AIRFLOW__CELERY__BROKER_URL": celery_broker,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + postgres.url("airflow"),
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(parallelism),
+                }
+                if celery_broker
+                else {}
+            ),
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
             # The log servers of workers and triggerer: free ports, not the fixed defaults.
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
@@ -56,8 +89,8 @@ class AirflowDeployment:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "1800",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "WAP_LEDGER_URL": postgres.url("wap_ledger"),
-            "WAP_CATALOG_URI": postgres.url("wap_catalog"),
+            "WAP_LEDGER_URL": self.data_postgres.url("wap_ledger"),
+            "WAP_CATALOG_URI": self.data_postgres.url("wap_catalog"),
             # As deployed: every task process is a client of one Spark Connect server (a task
             # then costs a connection, not a cold JVM). In-task: local Spark per task.
             **({"WAP_SPARK_MASTER": "local[1]"} if spark == "in-task" else {}),
@@ -89,18 +122,37 @@ class AirflowDeployment:
         if self.spark_server is not None:
             self.env["WAP_SPARK_REMOTE"] = self.spark_server.start().remote
         self.airflow("db", "migrate", timeout=600)
-        for component in COMPONENTS:
-            log = open(self.base / "logs" / f"{component}.log", "w")  # noqa: SIM115 - closed in stop()
-            self._logs.append(log)
-            self.processes[component] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", component],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stopped with everything it started
-            )
+        for component in self.components:
+            self.launch(component)
         self.wait_for(lambda: self.api("GET", "/api/v2/monitor/health"), 180, "the api-server")
         return self
+
+    def launch(self, component: str) -> None:
+        """Start one component (again, after `kill`): its log file is appended to."""
+        log = open(self.base / "logs" / f"{component}.log", "a")  # noqa: SIM115 - closed in stop()
+        self._logs.append(log)
+        command, env = [component], self.env
+        if component in self.workers:
+            command = ["celery", "worker", "--celery-hostname", f"{component}@localhost"]
+            env = {
+                **self.env,
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),  # each worker serves its logs
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_name.hostname",
+                "WAP_TEST_WORKER": component,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), self.env.get("PYTHONPATH")])),
+            }
+        self.processes[component] = subprocess.Popen(
+            [sys.executable, "-m", "airflow", *command],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped with everything it started
+        )
+
+    def kill(self, component: str) -> None:
+        """SIGKILL a component and every process it started (its tasks too) at once: the
+        machine it ran on died. `launch` starts it again."""
+        stop_process_tree([self.processes.pop(component)], grace=0)
 
     def stop(self) -> None:
         """Stop every process started here, and those their task processes run in."""
@@ -113,7 +165,7 @@ class AirflowDeployment:
 
     def log_tail(self, lines: int = 60) -> str:
         out = []
-        for component in COMPONENTS:
+        for component in self.components:
             path = self.base / "logs" / f"{component}.log"
             if path.exists():
                 out.append(f"--- {component}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))

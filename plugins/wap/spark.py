@@ -129,7 +129,11 @@ class ConnectServer:
             os.environ["WAP_SPARK_REMOTE"] = server.remote
     """
 
-    def __init__(self, port: int = 0, timeout: float = 180) -> None:
+    def __init__(
+        self, port: int = 0, timeout: float = 180, master: str | None = None, conf: dict[str, str] | None = None
+    ) -> None:
+        """`master`: where its executors run (default `WAP_SPARK_MASTER`, else `local[*]`), e.g. a
+        standalone cluster's `spark://host:7077`; `conf`: Spark settings on top of this module's."""
         import socket
 
         if not port:
@@ -138,6 +142,8 @@ class ConnectServer:
                 port = sock.getsockname()[1]
         self.port, self.timeout = port, timeout
         self.remote = f"sc://127.0.0.1:{port}"
+        self.master = master or os.environ.get("WAP_SPARK_MASTER", "local[*]")
+        self.conf = conf or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ConnectServer:
@@ -147,14 +153,20 @@ class ConnectServer:
         import pyspark
 
         check_java()
-        conf = {**LOCAL_CONF, **SESSION_CONF, **jars_conf(), "spark.connect.grpc.binding.port": str(self.port)}
+        conf = {
+            **LOCAL_CONF,
+            **SESSION_CONF,
+            **jars_conf(),
+            **self.conf,
+            "spark.connect.grpc.binding.port": str(self.port),
+        }
         self.process = subprocess.Popen(
             [
                 str(Path(pyspark.__file__).parent / "bin" / "spark-submit"),
                 "--class",
                 "org.apache.spark.sql.connect.service.SparkConnectServer",
                 "--master",
-                os.environ.get("WAP_SPARK_MASTER", "local[*]"),
+                self.master,
                 "--driver-memory",
                 conf.pop("spark.driver.memory"),
                 *[arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")],
