@@ -51,7 +51,10 @@ class PostgresServer:
 
     def restart(self) -> None:
         """Stop the server (fast: open sessions are ended) and start it again on the same port."""
-        self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "restart")
+        # The same options as at start (pg_ctl keeps them in postmaster.opts); the log file again,
+        # or the server would hold this process's pipes open.
+        log = str(self.base / "log")
+        self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "-l", log, "-m", "fast", "-w", "restart")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"

@@ -208,7 +208,9 @@ def test_settings_reach_the_catalog_and_every_filesystem(store, monkeypatch):
     for name in ("WAP_S3_ENDPOINT", "WAP_S3_PATH_STYLE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         monkeypatch.delenv(name)
     monkeypatch.delenv("WAP_WAREHOUSE")
-    assert set(load_settings().catalog_properties) == {"type", "uri", "warehouse"}, "the embedded default"
+    assert set(load_settings().catalog_properties) == {"type", "uri", "pool_pre_ping", "warehouse"}, (
+        "the embedded default"
+    )
     monkeypatch.setenv("WAP_S3_PATH_STYLE", "maybe")
     with pytest.raises(ValueError, match="WAP_S3_PATH_STYLE"):
         load_settings()

@@ -48,3 +48,35 @@ def test_a_runtime_built_from_settings_uses_its_own_catalog_and_ledger(tmp_path)
 def test_the_edge_runtime_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("WAP_LEDGER_URL", f"sqlite:///{tmp_path / 'env-ledger.db'}")
     assert Runtime.from_env().settings.ledger_url.endswith("env-ledger.db")
+
+
+def test_a_database_that_cannot_be_reached_is_named_and_said_to_be_worth_a_retry(tmp_path):
+    """The real driver's errors (psycopg2, SQLite): a refused connection names the database it
+    was for; any other database error is left as it is."""
+    import socket
+
+    import pytest
+    import sqlalchemy as sa
+
+    from wap.errors import DatabaseUnreachableError
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = dataclasses.replace(
+        load_settings(),
+        catalog_uri=f"postgresql+psycopg2://wap@127.0.0.1:{port}/wap_catalog",
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+    )
+    with pytest.raises(sa.exc.OperationalError) as refused:
+        sa.create_engine(settings.catalog_uri).connect()
+    said = settings.unreachable_database(refused.value)
+    assert said is not None and "Iceberg catalog" in said and "ledger" not in said.split(":")[0], said
+    assert "retry" in said and "wap tables" in said and "refused" in said
+    assert DatabaseUnreachableError(said).retryable
+
+    engine = sa.create_engine(settings.ledger_url)
+    with pytest.raises(sa.exc.OperationalError) as other, engine.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM no_such_table"))
+    assert settings.unreachable_database(other.value) is None, "not a lost connection"
+    assert settings.unreachable_database(ValueError("x")) is None

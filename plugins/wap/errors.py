@@ -138,5 +138,10 @@ class SourceMissingError(TransientError):
     """An upstream input the partition needs is not there (yet)."""
 
 
+class DatabaseUnreachableError(TransientError):
+    """The catalog's or the ledger's database refused or dropped the connection (a restart, a
+    network cut): the same task may succeed when it answers again."""
+
+
 class PublishConflictError(TransientError):
     """Commits to the table kept colliding with others' (a retry may succeed)."""

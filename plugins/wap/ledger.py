@@ -181,7 +181,10 @@ def dead_reason(
 def _engine(url: str) -> sa.Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, future=True)
+    # pool_pre_ping: a pooled connection the server has closed (a restart, a failover, an idle
+    # timeout) is replaced at checkout instead of failing the next statement of a long-lived
+    # process (the api-server's partitions view, `wap`, dag.test's one process for every task).
+    engine = sa.create_engine(url, future=True, pool_pre_ping=True)
     metadata.create_all(engine)
     _upgrade(engine)
     return engine

@@ -79,15 +79,49 @@ class Settings:
     jdbc_jars: tuple[str, ...] = ()
     lease_seconds: float = 60.0
 
+    def unreachable_database(self, error: BaseException) -> str | None:
+        """What `error` means when it is a refused or lost connection to the catalog's or the
+        ledger's database: which one, and what to do. None for any other error."""
+        import sqlalchemy.exc
+
+        if not isinstance(error, sqlalchemy.exc.DBAPIError):
+            return None
+        said = str(error.orig or error)
+        named = {
+            "the Iceberg catalog's database (WAP_CATALOG_URI)": self.catalog_uri,
+            "the run ledger's database (WAP_LEDGER_URL)": self.ledger_url,
+        }
+        # A refused connect names the server; a connection dropped mid-statement is a disconnect.
+        which = [name for name, url in named.items() if (at := _address(url)) and at in said]
+        if not which and not error.connection_invalidated:
+            return None  # another database error (a constraint, a locked SQLite file): not this
+        which = which or list(named)
+        return (
+            f"{' or '.join(which)} cannot be reached: {said.strip().splitlines()[0]}. A retry can succeed once it "
+            "answers again (Airflow retries this task; a commit this attempt may have made is found by the "
+            "retry, never made twice). If it persists, check the server: `wap tables` connects to the catalog, "
+            "`wap ledger` to the ledger."
+        )
+
     @property
     def catalog_properties(self) -> dict[str, str]:
         # A catalog passes its properties on to the FileIO of every table it loads.
         return {
             "type": "sql",
             "uri": self.catalog_uri,
+            # As the ledger's engine: a connection the catalog's server closed is replaced, not used.
+            "pool_pre_ping": "true",
             "warehouse": self.warehouse,
             **self.object_store.io_properties,
         }
+
+
+def _address(url: str) -> str | None:
+    """How a PostgreSQL driver names the server of `url` in its errors: `"host", port N`."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return f'"{parsed.host}", port {parsed.port or 5432}' if parsed.host else None
 
 
 def _flag(name: str, value: str | None) -> bool | None:

@@ -32,8 +32,9 @@ from airflow.triggers.base import TriggerEvent
 
 from wap import lineage
 from wap import partition as partitions
-from wap.errors import GateFailedError, WapError
+from wap.errors import DatabaseUnreachableError, GateFailedError, WapError
 from wap.pipeline import PER_RANGE, Pipeline
+from wap.settings import load_settings
 
 
 # The params carry no format of their own: the resolve task validates the value, once, at
@@ -193,6 +194,10 @@ class _LineageTask(DecoratedOperator, PythonOperator):
             if exc.retryable:
                 raise
             raise AirflowFailException(str(exc)) from exc
+        except Exception as exc:
+            if said := load_settings().unreachable_database(exc):
+                raise DatabaseUnreachableError(said) from exc  # retried, and named
+            raise
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         return lineage.recorded()
