@@ -156,7 +156,7 @@ class AirflowDeployment:
 
     def stop(self) -> None:
         """Stop every process started here, and those their task processes run in."""
-        stop_process_tree(list(self.processes.values()))
+        stop_process_tree(list(self.processes.values()), grace=10)
         if self.spark_server is not None:
             self.spark_server.stop()
         for log in self._logs:
