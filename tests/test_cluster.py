@@ -104,7 +104,8 @@ class Cluster:
 
         self.airflow.wait_for(ended, seconds, f"runs {runs}")
         self.settle(seconds)
-        failed = {run: self.run(*run)["state"] for run in runs if self.run(*run)["state"] != "success"}
+        states = {run: self.run(*run)["state"] for run in runs}
+        failed = {run: state for run, state in states.items() if state != "success"}
         assert not failed, f"{failed}: {[self.task_instances(*run) for run in failed]}\n{self.airflow.log_tail()}"
 
     def settle(self, seconds: float = 900) -> None:
