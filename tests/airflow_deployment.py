@@ -27,7 +27,6 @@ import sqlalchemy as sa
 from pg import PostgresServer, free_port
 
 from wap.embedded import local_airflow_env, stop_process_tree
-from wap.spark import ConnectServer
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,15 +39,14 @@ class AirflowDeployment:
         base: Path,
         postgres: PostgresServer,
         parallelism: int = 2,
-        spark: str = "server",
         *,
+        spark: str,
         data_postgres: PostgresServer | None = None,
         celery_broker: str | None = None,
         celery_workers: int = 2,
     ) -> None:
-        """`spark`: "server" (a Spark Connect server started with the deployment, every task its
-        client: how a local Airflow runs by default, `wap airflow`), "in-task" (each Spark task
-        starts a local JVM), or the sc:// address of a running server."""
+        """`spark`: the sc:// address of the Spark Connect server every task is a client of (as
+        deployed: a task then costs a connection, not a cold JVM)."""
         self.base = base
         self.postgres = postgres
         self.data_postgres = data_postgres or postgres
@@ -91,15 +89,11 @@ class AirflowDeployment:
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "WAP_LEDGER_URL": self.data_postgres.url("wap_ledger"),
             "WAP_CATALOG_URI": self.data_postgres.url("wap_catalog"),
-            # As deployed: every task process is a client of one Spark Connect server (a task
-            # then costs a connection, not a cold JVM). In-task: local Spark per task.
-            **({"WAP_SPARK_MASTER": "local[1]"} if spark == "in-task" else {}),
-            **({"WAP_SPARK_REMOTE": spark} if spark.startswith("sc://") else {}),
+            "WAP_SPARK_REMOTE": spark,
             "WAP_ARRIVAL_TIMEOUT_S": "45",  # a day whose data never lands fails in 45 s, not 6 h
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
         self.url = self.env["AIRFLOW__API__BASE_URL"]
-        self.spark_server = ConnectServer() if spark == "server" else None
 
     # ------------------------------------------------------------------ processes
     def airflow(self, *args: str, timeout: float = 300) -> str:
@@ -119,8 +113,6 @@ class AirflowDeployment:
     def start(self) -> AirflowDeployment:
         (self.base / "logs").mkdir(parents=True, exist_ok=True)
         (self.base / "data" / "lineage").mkdir(parents=True, exist_ok=True)  # the file transport's folder
-        if self.spark_server is not None:
-            self.env["WAP_SPARK_REMOTE"] = self.spark_server.start().remote
         self.airflow("db", "migrate", timeout=600)
         for component in self.components:
             self.launch(component)
@@ -157,8 +149,6 @@ class AirflowDeployment:
     def stop(self) -> None:
         """Stop every process started here, and those their task processes run in."""
         stop_process_tree(list(self.processes.values()), grace=10)
-        if self.spark_server is not None:
-            self.spark_server.stop()
         for log in self._logs:
             log.close()
         self._logs.clear()

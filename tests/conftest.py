@@ -42,7 +42,7 @@ ORDERS_PER_DAY = 80
 # The longest modules first: `make test` spreads the modules over two processes
 # (pytest-xdist, by file), and a long module started last would run alone at the end.
 LONGEST_FIRST = (
-    "test_scheduler_backfill.py",
+    "test_cluster.py",
     "test_crash_safety.py",
     "test_benchmarks.py",
     "test_spark_connect.py",

@@ -1,7 +1,7 @@
 """The data-arrival sensor: it passes at once when the day's files are there, and otherwise
 defers to `ArrivalTrigger`, which ends the wait by its own deadline (also where no
 scheduler enforces timeouts: `airflow dags test` runs triggers inline). The same sensor
-against a real triggerer: `test_scheduler_backfill.py`."""
+against a real triggerer: `test_cluster.py`."""
 
 from __future__ import annotations
 

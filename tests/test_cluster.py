@@ -5,9 +5,13 @@ workers, scheduler, dag-processor, triggerer, api-server; Airflow's metadata and
 results on one PostgreSQL server, the run ledger and the Iceberg catalog on another, the
 catalog reached through a TCP proxy whose link a test can cut).
 
-- Per-day and range runs of silver_orders and gold_daily_sales spread over both Celery
+- Airflow's own backfill from the CLI (a run per day) and a range run over REST of
+  silver_orders, and the gold_daily_sales runs their publishes start, spread over both Celery
   workers and both Spark workers, and publish exactly what the embedded run (`wap run`,
-  dag.test, no servers) publishes for the same days: rows, checksums, ledger.
+  dag.test, no servers) publishes for the same days: rows, checksums, ledger; the range in
+  one commit. The same backfill with `--reprocess-behavior completed` changes nothing (every
+  publish `skipped`); the scheduled run the unpause made, for a day that never landed, fails
+  at its sensor (in the triggerer) and starts nothing.
 - Faults under load, each followed by the invariant checks: a Celery worker SIGKILLed while
   it runs a stage, an audit and a publish; a Spark worker SIGKILLed (its executors die) while
   a stage's Spark job runs; the PostgreSQL server of ledger and catalog restarted during a
@@ -36,6 +40,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,6 +52,7 @@ from redis_server import RedisServer
 from spark_cluster import SparkCluster
 from tcp_proxy import TcpProxy
 
+from wap.embedded import stop_process_tree
 from wap.settings import REPO_ROOT
 
 ROUNDS = int(os.environ.get("WAP_CLUSTER_ROUNDS", "1"))
@@ -59,8 +65,12 @@ def _days(first: int, count: int) -> list[dt.date]:
     return [START + dt.timedelta(days=first + n) for n in range(count)]
 
 
-# The module's days: the clean runs, then per round each fault's own days.
-CLEAN = _days(0, 3)
+# The module's days: the clean runs (a range run and a backfill at once), then per round each fault's own days.
+CLEAN = _days(0, 5)
+RANGED, BACKFILLED = CLEAN[:2], CLEAN[2:]
+# The faults' runs start no lookback run (`lookback: False`): every day landed before any ran,
+# so the day before's own run already read this day's late records; its lookback run would
+# only cost a run and publish nothing new (`skipped`).
 PER_ROUND = {"celery_worker": 3, "spark_worker": 2, "postgres_restart": 2, "catalog_cut": 1}
 FAULT_DAYS: dict[str, list[list[dt.date]]] = {name: [] for name in PER_ROUND}
 _next = len(CLEAN)
@@ -80,14 +90,42 @@ class Cluster:
         self.airflow, self.spark, self.spark_ui, self.data, self.proxy = airflow, spark, spark_ui, data, proxy
         self.landing = airflow.base / "data" / "landing"
         self.faults: list[dict[str, Any]] = []
+        self.embedded: EmbeddedRun
         # What this process reads: the deployment's ledger, and its catalog directly (not
         # through the proxy, which a test cuts).
         self.read_env = {**airflow.env, "WAP_CATALOG_URI": data.url("wap_catalog")}
 
     # --------------------------------------------------------------- runs
-    def trigger(self, dag_id: str, partition: str) -> str:
-        body = {"logical_date": None, "conf": {"partition": partition}}
-        return self.airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
+    def trigger(self, dag_id: str, partition: str, lookback: bool = True) -> str:
+        """A run of `partition` (a day or a range) over REST; without `lookback` it starts no run
+        of the day before for late records in its folder."""
+        conf: dict[str, Any] = {"partition": partition, **({} if lookback else {"lookback": False})}
+        return self.airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})[
+            "dag_run_id"
+        ]
+
+    def backfill(self, days: list[dt.date], reprocess: str) -> list[tuple[str, str]]:
+        """Airflow's own backfill of silver_orders from the CLI (a run per day, all at once), until
+        it has completed: its runs, each of which must have succeeded."""
+        api = self.airflow.api
+
+        def backfills() -> set[int]:
+            return {b["id"] for b in api("GET", "/api/v2/backfills?dag_id=silver_orders")["backfills"]}
+
+        known = backfills()
+        window = ["--from-date", days[0].isoformat(), "--to-date", days[-1].isoformat()]
+        self.airflow.airflow(
+            "backfill", "create", "--dag-id", "silver_orders", *window,
+            "--max-active-runs", str(len(days)), "--reprocess-behavior", reprocess,
+        )  # fmt: skip
+        (made,) = backfills() - known
+        self.airflow.wait_for(lambda: api("GET", f"/api/v2/backfills/{made}")["completed_at"], 900, f"backfill {made}")
+        keys = {d.isoformat() for d in days}
+        listed = api("GET", "/api/v2/dags/silver_orders/dagRuns?run_type=backfill&limit=100")["dag_runs"]
+        runs = [("silver_orders", r["dag_run_id"]) for r in listed if r["logical_date"][:10] in keys]
+        assert len(runs) == len(days), listed
+        self.wait_runs(runs)
+        return runs
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
@@ -296,6 +334,7 @@ def cluster(tmp_path_factory):
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
                 "WAP_LEASE_SECONDS": "20",
+                "WAP_RETRY_DELAY_S": "2",  # and retried 2 s later (default 30 s)
             }
         )
         landing = airflow.base / "data" / "landing"
@@ -305,12 +344,15 @@ def cluster(tmp_path_factory):
         for size, stretch in itertools.groupby(sizes, key=lambda pair: pair[1]):
             stretch = list(stretch)
             write_landing(landing, stretch[0][0], days=len(stretch), orders_per_day=size)
+        embedded = EmbeddedRun(landing, base / "embedded")  # while the deployment starts
+        stack.callback(embedded.stop)
         airflow.start()
         airflow.airflow("pools", "import", str(REPO_ROOT / "include" / "pools.json"))
         for dag_id in ("silver_orders", "gold_daily_sales"):
             airflow.wait_for(lambda d=dag_id: airflow.api("GET", f"/api/v2/dags/{d}"), 300, f"{dag_id} to be parsed")
             airflow.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         made = Cluster(airflow, spark, f"http://127.0.0.1:{ui_port}", data, proxy)
+        made.embedded = embedded
         # This process reads what the tasks wrote: the deployment's ledger and warehouse, and its
         # catalog directly (not through the proxy, which a test cuts).
         reading = {name: made.read_env[name] for name in ("WAP_CATALOG_URI", "WAP_DATA_DIR", "WAP_LEDGER_URL")}
@@ -323,28 +365,44 @@ def cluster(tmp_path_factory):
         (base / "faults.json").write_text(json.dumps(made.faults, indent=2))
 
 
+class EmbeddedRun:
+    """The embedded run of every day of the module (`wap run` of silver, then of gold: dag.test,
+    local Spark, SQLite catalog and ledger, no servers) on the same landed files, in the
+    background from the moment they landed: what each partition must hold."""
+
+    def __init__(self, landing: Path, data: Path) -> None:
+        data.mkdir()
+        self.env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("AIRFLOW", "WAP_")) or name == "WAP_JDBC_JARS"
+        }
+        self.env.update({"WAP_DATA_DIR": str(data), "WAP_LANDING_DIR": str(landing), "HOME": str(data)})
+        self.log = data / "wap-run.log"
+        wap, span = REPO_ROOT / ".venv" / "bin" / "wap", f"--from {ALL_DAYS[0]} --to {ALL_DAYS[-1]}"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                ["bash", "-c", f"{wap} run silver_orders {span} && {wap} run gold_daily_sales {span}"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait(self) -> dict[str, str]:
+        """Its environment (to read what it published), once it has succeeded."""
+        returncode = self.process.wait(timeout=1800)
+        assert returncode == 0, self.log.read_text()[-6000:]
+        return self.env
+
+    def stop(self) -> None:
+        stop_process_tree([self.process], grace=0)
+
+
 @pytest.fixture(scope="module")
-def clean(cluster, tmp_path_factory) -> dict[tuple[str, str], tuple[int, str]]:
-    """The embedded run of every day of the module (`wap run`: dag.test, local Spark, SQLite
-    catalog and ledger, no servers) on the same landed files: what each partition must hold."""
-    data = tmp_path_factory.mktemp("embedded")
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("AIRFLOW", "WAP_")) or name == "WAP_JDBC_JARS"
-    }
-    env.update({"WAP_DATA_DIR": str(data), "WAP_LANDING_DIR": str(cluster.landing), "HOME": str(data)})
-    span = ["--from", ALL_DAYS[0].isoformat(), "--to", ALL_DAYS[-1].isoformat()]
-    for pipeline in ("silver_orders", "gold_daily_sales"):
-        done = subprocess.run(
-            [str(REPO_ROOT / ".venv" / "bin" / "wap"), "run", pipeline, *span],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    published = cluster.published(env, ALL_DAYS)
+def clean(cluster) -> dict[tuple[str, str], tuple[int, str]]:
+    """(table, day) -> (rows, checksum) the embedded run published."""
+    published = cluster.published(cluster.embedded.wait(), ALL_DAYS)
     assert len(published) == 2 * len(ALL_DAYS), sorted(published)
     return published
 
@@ -353,13 +411,24 @@ def _span(days: list[dt.date]) -> str:
     return f"{days[0].isoformat()}/{days[-1].isoformat()}"
 
 
-def test_runs_spread_over_both_celery_and_both_spark_workers_and_publish_what_the_embedded_run_does(cluster, clean):
-    days = CLEAN
-    silver = [("silver_orders", cluster.trigger("silver_orders", days[0].isoformat()))]  # a day's run
-    silver.append(("silver_orders", cluster.trigger("silver_orders", _span(days[1:]))))  # a range run
+def test_a_backfill_and_a_range_run_spread_over_both_celery_and_both_spark_workers_and_publish_what_the_embedded_run_does(
+    cluster, clean
+):
+    from wap import tables
+    from wap.ledger import Ledger
+
+    ranged = ("silver_orders", cluster.trigger("silver_orders", _span(RANGED)))  # one run, over REST
+    silver = [ranged, *cluster.backfill(BACKFILLED, "none")]  # meanwhile, a run per day from the CLI
     cluster.wait_runs(silver)
-    gold = cluster.gold_runs_for(days)  # started by silver's asset events, a run per day
-    cluster.check_invariants(days, clean)  # gold's range runs: the last test
+    gold = cluster.gold_runs_for(CLEAN)  # started by silver's asset events, a run per day
+    cluster.check_invariants(CLEAN, clean)  # gold's range runs: the last test
+
+    silver_table = tables.load_table("silver.orders")
+    live = {day: tables.live_version(silver_table, day).snapshot_id for day in RANGED}
+    assert len(set(live.values())) == 1, f"the range in one commit: {live}"
+    for day in BACKFILLED:
+        (row,) = Ledger().rows("silver_orders", day.isoformat())
+        assert row["status"] == "published" and row["run_id"].startswith("backfill__"), row
 
     ran_on = {ti["hostname"] for run in [*silver, *gold] for ti in cluster.task_instances(*run)}
     assert {"worker-1", "worker-2"} <= ran_on, ran_on  # the Celery workers' names (hostname_callable)
@@ -371,6 +440,42 @@ def test_runs_spread_over_both_celery_and_both_spark_workers_and_publish_what_th
     cluster.airflow.api("PATCH", "/api/v2/dags/gold_daily_sales", {"is_paused": True})
 
 
+def test_the_same_backfill_reprocessing_completed_days_changes_nothing(cluster, clean):
+    from wap import tables
+    from wap.ledger import Ledger
+
+    table = tables.load_table("silver.orders")
+    before = {day: tables.live_version(table, day) for day in BACKFILLED}
+    cluster.backfill(BACKFILLED, "completed")  # every day run again, on the same landed files
+    table = tables.load_table("silver.orders")
+    assert {day: tables.live_version(table, day) for day in BACKFILLED} == before, "no new commit"
+    cluster.check_invariants(BACKFILLED, clean, gold=False)  # no row lost or duplicated
+    for day in BACKFILLED:
+        rows = Ledger().rows("silver_orders", day.isoformat())
+        assert [r["status"] for r in rows] == ["published", "skipped"], rows
+        assert rows[1]["checksum"] == rows[0]["checksum"] and rows[1]["try_number"] > rows[0]["try_number"]
+
+
+def test_a_scheduled_day_whose_data_never_lands_fails_at_its_sensor_and_starts_nothing(cluster):
+    """The run the unpause scheduled (the last whole day: nothing landed for it) waited in the
+    triggerer for its files until WAP_ARRIVAL_TIMEOUT_S (45 s here), then failed."""
+    from wap import tables
+    from wap.ledger import Ledger
+
+    def scheduled():
+        runs = cluster.airflow.api("GET", "/api/v2/dags/silver_orders/dagRuns?run_type=scheduled")["dag_runs"]
+        return [r for r in runs if r["state"] in FINAL] or None
+
+    (run,) = cluster.airflow.wait_for(scheduled, 300, "the scheduled run to end")
+    day = run["logical_date"][:10]
+    assert not any(cluster.landing.glob(f"orders/dt={day}")), "nothing landed for that day"
+    assert run["state"] == "failed"
+    states = cluster.airflow.task_states("silver_orders", run["dag_run_id"])
+    assert states["wait_for_orders"] == "failed" and states["stage"] == "upstream_failed", states
+    assert Ledger().rows("silver_orders", day) == [], "no attempt was even started"
+    assert tables.live_version(tables.load_table("silver.orders"), dt.date.fromisoformat(day)) is None
+
+
 def test_a_celery_worker_killed_while_it_runs_a_stage_an_audit_or_a_publish_loses_and_duplicates_nothing(
     cluster, clean
 ):
@@ -380,7 +485,7 @@ def test_a_celery_worker_killed_while_it_runs_a_stage_an_audit_or_a_publish_lose
             # the kills are independent and their recoveries overlap.
             runs, started, killed = [], time.time(), []
             for day, task_id in zip(days, ("stage", "audit", "publish"), strict=True):
-                runs.append(("silver_orders", cluster.trigger("silver_orders", day.isoformat())))
+                runs.append(("silver_orders", cluster.trigger("silver_orders", day.isoformat(), lookback=False)))
                 ti = cluster.wait_task(runs[-1:], task_id, ("running",))
                 worker = ti["hostname"]
                 cluster.airflow.kill(worker)  # SIGKILL: the worker, its pool, the task's supervisor and process
@@ -414,7 +519,7 @@ def _busy_executor(ui: str) -> str | None:
 def test_a_spark_worker_killed_during_a_stage_loses_and_duplicates_nothing(cluster, clean):
     for days in FAULT_DAYS["spark_worker"]:
         with cluster.under_fault(days, clean):
-            runs = [("silver_orders", cluster.trigger("silver_orders", _span(days)))]  # a range run of large days
+            runs = [("silver_orders", cluster.trigger("silver_orders", _span(days), lookback=False))]  # large days
             cluster.wait_task(runs, "stage", ("running",))
             executor = cluster.airflow.wait_for(lambda: _busy_executor(cluster.spark_ui), 300, "a Spark task to run")
             worker = _executor_worker(cluster, executor)
@@ -430,7 +535,7 @@ def test_the_postgres_server_of_ledger_and_catalog_restarted_during_a_backfill_l
 ):
     for days in FAULT_DAYS["postgres_restart"]:
         with cluster.under_fault(days, clean):
-            runs = [("silver_orders", cluster.trigger("silver_orders", d.isoformat())) for d in days]
+            runs = [("silver_orders", cluster.trigger("silver_orders", d.isoformat(), lookback=False)) for d in days]
             cluster.wait_task(runs, "stage", ("running",))
             time.sleep(2)  # in the stage's work, others queued behind it
             started = time.time()
@@ -442,7 +547,7 @@ def test_the_postgres_server_of_ledger_and_catalog_restarted_during_a_backfill_l
 def test_the_catalog_unreachable_when_a_publish_starts_fails_it_retryably_and_the_retry_publishes(cluster, clean):
     for days in FAULT_DAYS["catalog_cut"]:
         with cluster.under_fault(days, clean):
-            runs = [("silver_orders", cluster.trigger("silver_orders", d.isoformat())) for d in days]
+            runs = [("silver_orders", cluster.trigger("silver_orders", d.isoformat(), lookback=False)) for d in days]
             cluster.wait_task(runs, "audit", ("success",))
             started = time.time()
             cluster.proxy.cut()

@@ -340,7 +340,7 @@ def embedded_env_keys() -> set[str]:
 
 
 def deployment_env_keys() -> set[str]:
-    """What tests/airflow_deployment.py sets for the real Airflow the scheduler test starts."""
+    """What tests/airflow_deployment.py sets for the real Airflow the cluster test starts."""
     tree = ast.parse((REPO / "tests" / "airflow_deployment.py").read_text(encoding="utf-8"))
     return {
         key

@@ -56,10 +56,12 @@ PARTITION_PARAM = partition_param(partitions.DAILY)
 HOURLY_PARTITION_PARAM = partition_param(partitions.HOURLY)
 
 # Retries are for transient failures (a lost Spark session, an I/O error, a commit
-# conflict); data failures fail at once via AirflowFailException.
+# conflict); data failures fail at once via AirflowFailException. The first retry waits
+# WAP_RETRY_DELAY_S (30 s), each next one twice as long; the environment may change it
+# (tests, where every fault's retry would otherwise wait half a minute).
 DEFAULT_ARGS: dict[str, Any] = {
     "retries": 2,
-    "retry_delay": dt.timedelta(seconds=30),
+    "retry_delay": dt.timedelta(seconds=int(os.environ.get("WAP_RETRY_DELAY_S", 30))),
     "retry_exponential_backoff": True,
     "max_retry_delay": dt.timedelta(minutes=10),
     "execution_timeout": dt.timedelta(hours=2),
