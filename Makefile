@@ -91,8 +91,11 @@ $(REDIS_SERVER):
 	@$(call apt_install,redis-server)
 
 # Two processes (pytest-xdist), a whole test module each at a time: module fixtures stay shared.
+# The modules in tests/conftest.py's order, the longest first: without --no-loadscope-reorder
+# xdist would reorder them by their number of tests, and a long module of few tests (the
+# cluster's) would start last and run alone at the end.
 test: install bytecode $(JDBC_JAR) $(CHROMEDRIVER) $(REDIS_SERVER)
-	@$(PY) -m pytest -n 2 --dist loadfile
+	@$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The pure-logic tests only (no Spark, no dag.test, no PostgreSQL or other server): under a
 # minute. Which ones: the `fast` marker, given in tests/conftest.py (FAST_MODULES).

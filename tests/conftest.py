@@ -39,22 +39,28 @@ START = dt.date(2024, 1, 1)
 ORDERS_PER_DAY = 80
 
 
-# The longest modules first: `make test` spreads the modules over two processes
-# (pytest-xdist, by file), and a long module started last would run alone at the end.
+# The longest modules first (as measured in `make test`): `make test` spreads the modules over
+# two processes (pytest-xdist, by file, in this order), and a long module started last would
+# run alone at the end.
 LONGEST_FIRST = (
     "test_cluster.py",
     "test_crash_safety.py",
-    "test_benchmarks.py",
-    "test_spark_connect.py",
-    "test_lineage.py",
-    "test_dead_attempts.py",
     "test_bad_inputs.py",
-    "test_range_runs.py",
-    "test_template.py",
+    "test_benchmarks.py",
+    "test_local_airflow.py",
+    "test_lineage.py",
+    "test_gate_engine.py",
+    "test_spark_connect.py",
     "test_planning.py",
+    "test_template.py",
+    "test_range_runs.py",
+    "test_preview.py",
+    "test_lineage_transport.py",
+    "test_dead_attempts.py",
+    "test_check.py",
+    "test_cli.py",
     "test_end_to_end.py",
     "test_dim_customers.py",
-    "test_local_airflow.py",
     "test_serialised.py",
 )
 

@@ -66,12 +66,12 @@ def _days(first: int, count: int) -> list[dt.date]:
 
 
 # The module's days: the clean runs (a range run and a backfill at once), then per round each fault's own days.
-CLEAN = _days(0, 5)
+CLEAN = _days(0, 4)
 RANGED, BACKFILLED = CLEAN[:2], CLEAN[2:]
 # The faults' runs start no lookback run (`lookback: False`): every day landed before any ran,
 # so the day before's own run already read this day's late records; its lookback run would
 # only cost a run and publish nothing new (`skipped`).
-PER_ROUND = {"celery_worker": 3, "spark_worker": 2, "postgres_restart": 2, "catalog_cut": 1}
+PER_ROUND = {"celery_worker": 1, "spark_worker": 2, "postgres_restart": 2, "catalog_cut": 1}
 FAULT_DAYS: dict[str, list[list[dt.date]]] = {name: [] for name in PER_ROUND}
 _next = len(CLEAN)
 for _round in range(ROUNDS):
@@ -171,14 +171,28 @@ class Cluster:
         return runs
 
     def wait_task(self, runs: list[tuple[str, str]], task_id: str, states: tuple[str, ...], seconds: float = 600):
-        """Poll quickly until a task instance `task_id` of one of `runs` is in one of `states`."""
+        """Poll quickly until a task instance `task_id` of one of `runs` is in one of `states`.
+        Read from Airflow's metadata database: five polls a second through the REST API would
+        keep the api-server busy on cores the deployment needs."""
+        import sqlalchemy as sa
+
+        query = sa.text(
+            "SELECT dag_id, run_id AS dag_run_id, task_id, state, hostname, try_number FROM task_instance "
+            "WHERE dag_id = :dag_id AND run_id = :run_id AND task_id = :task_id AND state IN :states"
+        ).bindparams(sa.bindparam("states", expanding=True))
+        engine = sa.create_engine(self.airflow.postgres.url("airflow"))
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            for dag_id, run_id in runs:
-                for ti in self.task_instances(dag_id, run_id):
-                    if ti["task_id"] == task_id and ti["state"] in states:
-                        return {**ti, "dag_id": dag_id}
-            time.sleep(0.2)
+        try:
+            while time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    for dag_id, run_id in runs:
+                        params = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "states": list(states)}
+                        found = conn.execute(query, params).mappings().first()
+                        if found:
+                            return dict(found)
+                time.sleep(0.2)
+        finally:
+            engine.dispose()
         raise TimeoutError(f"no {task_id} of {runs} reached {states} in {seconds} s\n{self.airflow.log_tail()}")
 
     # --------------------------------------------------------------- what was published
@@ -481,19 +495,21 @@ def test_a_celery_worker_killed_while_it_runs_a_stage_an_audit_or_a_publish_lose
 ):
     for days in FAULT_DAYS["celery_worker"]:
         with cluster.under_fault(days, clean):
-            # A run per day, each started as the previous one is hit, each hit in another task:
-            # the kills are independent and their recoveries overlap.
-            runs, started, killed = [], time.time(), []
-            for day, task_id in zip(days, ("stage", "audit", "publish"), strict=True):
-                runs.append(("silver_orders", cluster.trigger("silver_orders", day.isoformat(), lookback=False)))
-                ti = cluster.wait_task(runs[-1:], task_id, ("running",))
+            # One run hit three times: the worker running its stage killed, then the one running
+            # its audit, then its publish (each task on whichever worker took it).
+            runs = [("silver_orders", cluster.trigger("silver_orders", days[0].isoformat(), lookback=False))]
+            started, killed = time.time(), []
+            for task_id in ("stage", "audit", "publish"):
+                ti = cluster.wait_task(runs, task_id, ("running",))
                 worker = ti["hostname"]
                 cluster.airflow.kill(worker)  # SIGKILL: the worker, its pool, the task's supervisor and process
-                killed.append(f"{task_id} of {ti['dag_run_id']} on {worker}")
+                killed.append(f"{task_id} try {ti['try_number']} on {worker}")
                 cluster.airflow.launch(worker)  # a replacement worker of the same name comes up
             cluster.wait_runs(runs)
         cost = cluster.record("celery worker SIGKILL", started, runs, killed=killed)
-        assert any(name.startswith("silver_orders.") for name in cost["retried"]), cost  # the killed tasks ran again
+        # The killed tasks ran again: the stage surely (it lasts seconds); the audit and the
+        # publish of a small day may end before the kill lands, and then need no retry.
+        assert cost["retried"].get("silver_orders.stage") == 2, cost
 
 
 def _executor_worker(cluster: Cluster, executor_id: str) -> int:
