@@ -45,7 +45,13 @@ class SparkCluster:
         return subprocess.Popen(
             [_spark_class(), *args],
             # Everything on loopback: the workers, their executors and the master's RPC.
-            env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_NO_DAEMONIZE": "1"},
+            # The master's and workers' JVMs take the tests' JVM options (conftest: SPARK_SUBMIT_OPTS).
+            env={
+                **os.environ,
+                "SPARK_LOCAL_IP": "127.0.0.1",
+                "SPARK_NO_DAEMONIZE": "1",
+                "SPARK_DAEMON_JAVA_OPTS": os.environ.get("SPARK_SUBMIT_OPTS", ""),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its group holds the executors it starts: killed together

@@ -314,7 +314,7 @@ class Observer(threading.Thread):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     from sample_data.orders import write_landing
-    from wap.spark import ConnectServer
+    from wap.spark import JIT_OPTIONS, ConnectServer
 
     base = tmp_path_factory.mktemp("cluster")
     with contextlib.ExitStack() as stack:  # stops what started, in reverse, whatever fails
@@ -331,7 +331,13 @@ def cluster(tmp_path_factory):
         ui_port = free_port()
         connect = ConnectServer(
             master=spark.master_url,
-            conf={"spark.ui.enabled": "true", "spark.ui.port": str(ui_port), "spark.executor.memory": "1g"},
+            conf={
+                "spark.ui.enabled": "true",
+                "spark.ui.port": str(ui_port),
+                "spark.executor.memory": "1g",
+                # The executors, in the workers' JVMs, take the tests' JVM options too (conftest).
+                "spark.executor.extraJavaOptions": f"{JIT_OPTIONS} {os.environ.get('SPARK_SUBMIT_OPTS', '')}",
+            },
         ).start()
         stack.callback(connect.stop)
         airflow = AirflowDeployment(
