@@ -39,18 +39,23 @@ class SparkCluster:
         self.workers: dict[int, subprocess.Popen[bytes] | None] = dict.fromkeys(range(1, workers + 1))
         self._logs: list[Any] = []
 
+    @property
+    def java_options(self) -> str:
+        """The tests' JVM options (conftest: SPARK_SUBMIT_OPTS), for the master's and workers' JVMs
+        and, given to an application, for its executors."""
+        return os.environ.get("SPARK_SUBMIT_OPTS", "")
+
     def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.base / f"{name}.log", "a")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
         return subprocess.Popen(
             [_spark_class(), *args],
             # Everything on loopback: the workers, their executors and the master's RPC.
-            # The master's and workers' JVMs take the tests' JVM options (conftest: SPARK_SUBMIT_OPTS).
             env={
                 **os.environ,
                 "SPARK_LOCAL_IP": "127.0.0.1",
                 "SPARK_NO_DAEMONIZE": "1",
-                "SPARK_DAEMON_JAVA_OPTS": os.environ.get("SPARK_SUBMIT_OPTS", ""),
+                "SPARK_DAEMON_JAVA_OPTS": self.java_options,
             },
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -335,8 +335,7 @@ def cluster(tmp_path_factory):
                 "spark.ui.enabled": "true",
                 "spark.ui.port": str(ui_port),
                 "spark.executor.memory": "1g",
-                # The executors, in the workers' JVMs, take the tests' JVM options too (conftest).
-                "spark.executor.extraJavaOptions": f"{JIT_OPTIONS} {os.environ.get('SPARK_SUBMIT_OPTS', '')}",
+                "spark.executor.extraJavaOptions": f"{JIT_OPTIONS} {spark.java_options}",
             },
         ).start()
         stack.callback(connect.stop)
