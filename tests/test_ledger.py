@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import sqlite3
@@ -204,6 +205,37 @@ def test_a_hold_names_this_process_renews_its_lease_and_hands_the_attempt_on(led
         ledger.update("p", "run-r1-try1", status="published")
     (done,) = ledger.rows("p")
     assert (done["holder"], done["lease_until"]) == (None, None)
+
+
+def test_a_range_holds_its_partitions_together_and_records_them_in_one_transaction(ledger_url):
+    """A range run's attempts: one hold for all of them (held, renewed and handed on alike), a
+    nested hold of some of them leaves them to the outer one, and `updates` writes each row's
+    own fields (details merged per row) or none of them."""
+    ledger = Ledger(ledger_url, lease=dt.timedelta(seconds=4))
+    days = ["2024-01-01", "2024-01-02", "2024-01-03"]
+    tokens = [f"run-r1-try1-{day}" for day in days]
+    with ledger.hold("p", *tokens) as holder:
+        for day, token in zip(days, tokens, strict=True):
+            ledger.start(pipeline="p", table="s.t", partition=day, run_id="r1", try_number=1, run_token=token)
+        first = {r["run_token"]: r for r in ledger.rows("p")}
+        assert {r["holder"] for r in first.values()} == {holder}
+        with ledger.hold("p", tokens[0], "other"):  # `other` is held here and released at this block's end
+            pass
+        assert all(r["holder"] == holder for r in ledger.rows("p")), "the inner hold released none of the outer's"
+        time.sleep(2.5)  # more than two renewal periods
+        assert all(r["lease_until"] > first[r["run_token"]]["lease_until"] for r in ledger.rows("p"))
+        ledger.updates("p", {t: {"details": {"audit": n}} for n, t in enumerate(tokens)})
+        ledger.updates("p", {tokens[0]: {"status": "published", "details": {"publish": 1}}, tokens[1]: {"rows_in": 5}})
+    rows = {r["run_token"]: r for r in ledger.rows("p")}
+    assert [json.loads(rows[t]["details"]) for t in tokens] == [{"audit": 0, "publish": 1}, {"audit": 1}, {"audit": 2}]
+    assert (rows[tokens[0]]["status"], rows[tokens[1]]["rows_in"]) == ("published", 5)
+    assert rows[tokens[0]]["finished_at"] is not None and rows[tokens[1]]["finished_at"] is None
+    # Released: the finished one with no lease, the running ones handed on.
+    assert (rows[tokens[0]]["holder"], rows[tokens[0]]["lease_until"]) == (None, None)
+    assert all(rows[t]["holder"] is None and dead_reason(rows[t]) is None for t in tokens[1:])
+    with pytest.raises(ValueError, match="unknown ledger status"):
+        ledger.updates("p", {tokens[1]: {"rows_out": 7}, tokens[2]: {"status": "bogus"}})
+    assert ledger.rows("p")[1]["rows_out"] is None, "one transaction: the first change was not kept either"
 
 
 def test_a_failed_renewal_is_logged_and_the_step_goes_on(tmp_path, caplog):

@@ -312,16 +312,23 @@ class Ledger:
         `details` (a dict) is merged into the row's details by top-level key, so each
         step adds its own (`audit`, `seconds`, ...) without erasing the others'.
         """
-        _check_status(fields.get("status"))
-        if fields.get("status") not in (None, "running"):
-            fields.setdefault("finished_at", _now())
-        attempt = (runs.c.pipeline == pipeline) & (runs.c.run_token == run_token)
+        self.updates(pipeline, {run_token: fields})
+
+    def updates(self, pipeline: str, changes: Mapping[str, Mapping[str, Any]]) -> None:
+        """`update` of several attempts (fields by run token) in one transaction: a range
+        run's partitions are recorded together, at the cost of one commit."""
         with self.engine.begin() as conn:
-            if fields.get("details") is not None:
-                current = conn.execute(sa.select(runs.c.details).where(attempt)).scalar()
-                merged = {**json.loads(current or "{}"), **fields["details"]}
-                fields["details"] = json.dumps(merged, default=str, sort_keys=True)
-            conn.execute(runs.update().where(attempt).values(**fields))
+            for run_token, given in changes.items():
+                fields = dict(given)
+                _check_status(fields.get("status"))
+                if fields.get("status") not in (None, "running"):
+                    fields.setdefault("finished_at", _now())
+                attempt = (runs.c.pipeline == pipeline) & (runs.c.run_token == run_token)
+                if fields.get("details") is not None:
+                    current = conn.execute(sa.select(runs.c.details).where(attempt)).scalar()
+                    merged = {**json.loads(current or "{}"), **fields["details"]}
+                    fields["details"] = json.dumps(merged, default=str, sort_keys=True)
+                conn.execute(runs.update().where(attempt).values(**fields))
 
     def rows(self, pipeline: str | None = None, partition: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(runs).order_by(runs.c.id)
@@ -333,27 +340,28 @@ class Ledger:
             return [dict(row._mapping) for row in conn.execute(query)]
 
     @contextlib.contextmanager
-    def hold(self, pipeline: str, run_token: str) -> Iterator[str]:
-        """Hold an attempt's row while this process runs a step of it; yields the holder.
+    def hold(self, pipeline: str, *run_tokens: str) -> Iterator[str]:
+        """Hold attempts' rows while this process runs a step of them; yields the holder.
 
         Sets `holder` (this process) and `lease_until` (now + the lease), and renews the lease
-        every quarter of it from a daemon thread until the block ends. Then, if the attempt is
-        still `running` (it goes on to its next task), the row is left unheld with a lease of
+        every quarter of it from a daemon thread until the block ends. Then, if an attempt is
+        still `running` (it goes on to its next task), its row is left unheld with a lease of
         `HANDOFF`; if it has a result, with neither. A row that does not exist yet (a stage)
-        is held from `start` on. Nested holds of one attempt in one process are one hold.
+        is held from `start` on. Nested holds of one attempt in one process are one hold. The
+        attempts of a range run's partitions are held together: one write, one renewer.
         """
-        key = (str(self.engine.url), pipeline, run_token)
         holder = this_holder()
         with _held_lock:
-            nested = key in _held
-            _held.setdefault(key, (holder, self.lease))
-        if nested:  # the outer hold renews and releases it
+            ours = [t for t in dict.fromkeys(run_tokens) if (str(self.engine.url), pipeline, t) not in _held]
+            for token in ours:
+                _held[(str(self.engine.url), pipeline, token)] = (holder, self.lease)
+        if not ours:  # the outer hold renews and releases them
             yield holder
             return
-        attempt = (runs.c.pipeline == pipeline) & (runs.c.run_token == run_token)
+        attempt = (runs.c.pipeline == pipeline) & runs.c.run_token.in_(ours)
         stop = threading.Event()
         renewer = threading.Thread(
-            target=self._renew, args=(attempt, holder, stop), name=f"wap-lease-{run_token}", daemon=True
+            target=self._renew, args=(attempt, holder, stop), name=f"wap-lease-{ours[0]}", daemon=True
         )
         finished = False
         try:
@@ -365,7 +373,8 @@ class Ledger:
         finally:
             stop.set()
             with _held_lock:
-                _held.pop(key, None)
+                for token in ours:
+                    _held.pop((str(self.engine.url), pipeline, token), None)
             if renewer.is_alive():
                 renewer.join(timeout=5)  # a renewal still under way cannot take the row back: it needs our holder
             try:
@@ -373,7 +382,7 @@ class Ledger:
             except Exception:
                 if finished:
                     raise
-                log.exception("could not release the hold of %s %s (the step failed anyway)", pipeline, run_token)
+                log.exception("could not release the hold of %s %s (the step failed anyway)", pipeline, ", ".join(ours))
 
     def _renew(self, attempt: sa.ColumnElement[bool], holder: str, stop: threading.Event) -> None:
         every = self.lease.total_seconds() / 4

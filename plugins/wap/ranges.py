@@ -47,10 +47,8 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def _holding(runtime: Runtime, pipeline: Pipeline, tokens: list[str]) -> Iterator[None]:
-    """Hold every partition's attempt while a step of the range runs (`Ledger.hold`)."""
-    with contextlib.ExitStack() as stack:
-        for token in tokens:
-            stack.enter_context(runtime.ledger.hold(pipeline.name, token))
+    """Hold every partition's attempt while a step of the range runs (`Ledger.hold`, together)."""
+    with runtime.ledger.hold(pipeline.name, *tokens):
         yield
 
 
@@ -135,9 +133,11 @@ def _stage(
         if refused and (pipeline.range_policy == ALL_OR_NOTHING or whole):
             raise BadSourceError(next(iter(refused.values())))  # as a single run: the whole run stops
         rows_in = {key: sum(int(i["records"]) for i in intakes[key].values()) for key in values}
-        for key, why in refused.items():
-            ledger.update(pipeline.name, tokens[key], status="failed", error=f"stage: {why}"[:ERROR_CHARS])
-            stopped[key] = f"refused: {why}"
+        ledger.updates(
+            pipeline.name,
+            {tokens[key]: {"status": "failed", "error": f"stage: {why}"[:ERROR_CHARS]} for key, why in refused.items()},
+        )
+        stopped.update({key: f"refused: {why}" for key, why in refused.items()})
         suite = gate.load_suite(pipeline.suite)
         for key in values:
             if key not in refused and any(f.severity == gate.BLOCKING for f in findings[key]):
@@ -182,10 +182,11 @@ def _stage(
     except GateFailedError:
         raise
     except Exception as exc:  # the whole message: a DataError's says what to fix
-        for key in (k for k in values if k not in stopped):
-            ledger.update(pipeline.name, tokens[key], status="failed", error=f"stage: {exc}"[:ERROR_CHARS])
+        failed = {"status": "failed", "error": f"stage: {exc}"[:ERROR_CHARS]}
+        ledger.updates(pipeline.name, {tokens[key]: failed for key in values if key not in stopped})
         raise
     runs = []
+    recorded: dict[str, dict[str, Any]] = {}
     late_before = {day for key in going for i in intakes[key].values() for day in i["late"] if day < first_key}
     for key in going:
         written = first_key if whole else key
@@ -205,13 +206,12 @@ def _stage(
                 findings=[dataclasses.asdict(f) for f in findings[key]],
             )
         )
-        ledger.update(
-            pipeline.name,
-            tokens[key],
-            rows_in=rows_in[key],
-            staged_path=folder,
-            details={"intake": intakes[key], "range": span.key, "seconds_stage": clock.seconds},
-        )
+        recorded[tokens[key]] = {
+            "rows_in": rows_in[key],
+            "staged_path": folder,
+            "details": {"intake": intakes[key], "range": span.key, "seconds_stage": clock.seconds},
+        }
+    ledger.updates(pipeline.name, recorded)
     log.info(
         "staged %s partitions of %s %s (%s stopped) in %s",
         len(runs),
@@ -378,6 +378,7 @@ def _audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRange) ->
     reports = gate.audit_by(frame, staging.RANGE_KEY, keys, suite, also=checksum, live_rows=live_rows)
     clock.lap("gate")
     passed, stopped = [], dict(staged.stopped)
+    recorded: dict[str, dict[str, Any]] = {}  # the passing partitions' rows, written together
     table_location = table.location()
     for run in staged.runs:
         report, values = reports[keys[0] if whole else run.partition]
@@ -387,12 +388,7 @@ def _audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRange) ->
         measured = dataclasses.replace(run, rows_out=rows_out, checksum=checksum_text, assertions=checked)
         fields: dict[str, Any] = {"rows_out": rows_out, "checksum": checksum_text}
         if report.passed:
-            ledger.update(
-                pipeline.name,
-                run.run_token,
-                **fields,
-                details={"audit": report.to_dict(), "seconds_audit": clock.seconds},
-            )
+            recorded[run.run_token] = {**fields, "details": {"audit": report.to_dict(), "seconds_audit": clock.seconds}}
             passed.append(measured)
             continue
         quarantine = staging.partition_dir(
@@ -401,6 +397,7 @@ def _audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRange) ->
         if not whole or run is staged.runs[0]:
             staging.move_dir(run.staged_dir, f"{quarantine}/data")
         stopped[run.partition] = _quarantine(runtime, pipeline, run.run_token, report, quarantine, **fields)
+    ledger.updates(pipeline.name, recorded)
     log.info("gated %s partitions of %s %s: %s passed", len(staged.runs), pipeline.table, span.key, len(passed))
     result = dataclasses.replace(staged, runs=passed, stopped=stopped)
     if stopped and passed and (pipeline.range_policy == ALL_OR_NOTHING or whole):
@@ -486,20 +483,20 @@ def _publish(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRange) 
         log.info("published %s partitions of %s %s in snapshot %s", len(going), pipeline.table, span.key, snapshot_id)
         break
     clock.lap("commit")
-    for run in staged.runs:
-        status = outcome[run.partition]
-        if status == "superseded":
-            continue
-        fields: dict[str, Any] = {"staged_path": None} if status == "skipped" else {}
-        ledger.update(
-            pipeline.name,
-            run.run_token,
-            status=status,
-            snapshot_id=snapshots[run.partition],
-            error=None,
-            details={"seconds_publish": clock.seconds},
-            **fields,
-        )
+    ledger.updates(
+        pipeline.name,
+        {
+            run.run_token: {
+                "status": status,
+                "snapshot_id": snapshots[run.partition],
+                "error": None,
+                "details": {"seconds_publish": clock.seconds},
+                **({"staged_path": None} if status == "skipped" else {}),
+            }
+            for run in staged.runs
+            if (status := outcome[run.partition]) != "superseded"
+        },
+    )
     stopped = {**staged.stopped, **superseded}
     return {
         "status": "published" if "published" in outcome.values() else "skipped" if outcome else "none",
