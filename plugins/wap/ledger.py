@@ -350,11 +350,11 @@ class Ledger:
         is held from `start` on. Nested holds of one attempt in one process are one hold. The
         attempts of a range run's partitions are held together: one write, one renewer.
         """
-        holder = this_holder()
+        holder, url = this_holder(), str(self.engine.url)
         with _held_lock:
-            ours = [t for t in dict.fromkeys(run_tokens) if (str(self.engine.url), pipeline, t) not in _held]
+            ours = [t for t in dict.fromkeys(run_tokens) if (url, pipeline, t) not in _held]
             for token in ours:
-                _held[(str(self.engine.url), pipeline, token)] = (holder, self.lease)
+                _held[(url, pipeline, token)] = (holder, self.lease)
         if not ours:  # the outer hold renews and releases them
             yield holder
             return
@@ -374,7 +374,7 @@ class Ledger:
             stop.set()
             with _held_lock:
                 for token in ours:
-                    _held.pop((str(self.engine.url), pipeline, token), None)
+                    _held.pop((url, pipeline, token), None)
             if renewer.is_alive():
                 renewer.join(timeout=5)  # a renewal still under way cannot take the row back: it needs our holder
             try:

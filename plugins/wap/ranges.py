@@ -28,10 +28,8 @@ by hour would (the merge's newest-wins rule is commutative), and one verdict dec
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from wap import audit as gate
@@ -45,13 +43,6 @@ from wap.steps import ERROR_CHARS, _Clock, base_reader, outside_rows_error, reco
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def _holding(runtime: Runtime, pipeline: Pipeline, tokens: list[str]) -> Iterator[None]:
-    """Hold every partition's attempt while a step of the range runs (`Ledger.hold`, together)."""
-    with runtime.ledger.hold(pipeline.name, *tokens):
-        yield
-
-
 def _whole_table(pipeline: Pipeline, span: PartitionRange) -> bool:
     return pipeline.publish.replaces(span.first) is None
 
@@ -63,7 +54,7 @@ def stage(
     token = staging.run_token(run_id, try_number)
     keys = [key_of(p) for p in span.partitions()]
     tokens = {key: staging.partition_token(token, key) for key in keys}
-    with _holding(runtime, pipeline, list(tokens.values())):
+    with runtime.ledger.hold(pipeline.name, *tokens.values()):  # every partition's attempt, together
         return _stage(runtime, pipeline, span, run_id, try_number, token, tokens)
 
 
@@ -348,7 +339,7 @@ def _stopped_message(pipeline: Pipeline, span: PartitionRange, stopped: dict[str
 
 def audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRange) -> staging.StagedRange:
     """Gate every staged partition in one pass; quarantine those that fail, each on its own."""
-    with _holding(runtime, pipeline, [run.run_token for run in staged.runs]):
+    with runtime.ledger.hold(pipeline.name, *[run.run_token for run in staged.runs]):
         return _audit(runtime, pipeline, staged)
 
 
@@ -408,7 +399,7 @@ def _audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRange) ->
 
 def publish(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRange) -> dict[str, Any]:
     """Publish every partition that passed in one commit; an outcome per partition (as `steps.publish`)."""
-    with _holding(runtime, pipeline, [run.run_token for run in staged.runs]):
+    with runtime.ledger.hold(pipeline.name, *[run.run_token for run in staged.runs]):
         return _publish(runtime, pipeline, staged)
 
 
