@@ -400,6 +400,13 @@ def test_a_range_run_in_airflow_gives_an_outcome_and_an_asset_event_per_day(dags
     outcome = published["run"]["facets"]["wapPartition"]["partitions"]
     assert {k: v["status"] for k, v in outcome.items()} == {key_of(DAYS[0]): "published", key_of(DAYS[2]): "published"}
     assert all(v["rows"] == rows[k]["rows_out"] for k, v in outcome.items())
+    # Each check once for the range, naming the day it failed on.
+    (audit_done,) = [e for e in mine if e["job"]["name"].endswith(".audit") and e["eventType"] == "COMPLETE"]
+    checks = audit_done["inputs"][0]["inputFacets"]["dataQualityAssertions"]["assertions"]
+    assert [(c["assertion"], c.get("column"), c["params"]) for c in checks if not c["success"]] == [
+        ("expect_column_values_to_be_between", "amount", {"partitions": 3, "failed": [key_of(DAYS[1])]})
+    ]
+    assert {json.dumps(c["params"]) for c in checks if c["success"]} == {'{"partitions": 3}'}
 
     # The planner sees the quarantined day and prints the run that fixes it; running it does.
     from wap import planner
@@ -452,6 +459,33 @@ def test_a_range_run_downstream_reads_a_range_of_published_partitions(dags, cros
     later = PartitionRange(DAYS[3], DAYS[3] + dt.timedelta(days=2))
     with pytest.raises(SourceMissingError, match=str(DAYS[3] + dt.timedelta(days=1))):
         range_steps.stage(runtime, gold, later, "manual__gold_missing", 1)
+
+
+def test_a_range_s_checks_are_named_once_with_the_partitions_they_failed_on():
+    from wap.audit import merged_assertions
+
+    def check(name: str, success: bool, column: str | None = None) -> dict:
+        return {"check": name, "column": column, "success": success, "severity": "blocking"}
+
+    unique, between = "expect_column_values_to_be_unique", "expect_column_values_to_be_between"
+    merged = merged_assertions(
+        {
+            "2024-01-01": [check("rejects", True), check(unique, True, "id"), check(between, True, "n")],
+            "2024-01-02": [check("rejects", True), check(unique, False, "id"), check(between, False, "n")],
+            "2024-01-03": [check("rejects", False)],  # rejects blocked it: its other checks did not run
+        }
+    )
+    assert [(c["check"], c["column"], c["success"], c["params"]) for c in merged] == [
+        ("rejects", None, False, {"partitions": 3, "failed": ["2024-01-03"]}),
+        (unique, "id", False, {"partitions": 2, "failed": ["2024-01-02"]}),
+        (between, "n", False, {"partitions": 2, "failed": ["2024-01-02"]}),
+    ]
+    # The same check twice in one suite: two entries, each merged with its own.
+    twice = merged_assertions({"a": [check(between, True, "n"), check(between, False, "n")]})
+    assert [(c["success"], c["params"]) for c in twice] == [
+        (True, {"partitions": 1}),
+        (False, {"partitions": 1, "failed": ["a"]}),
+    ]
 
 
 def test_published_keys_become_one_event_key_per_stretch():

@@ -509,6 +509,30 @@ def assertions(suite: dict[str, Any], findings: list[Finding], staged: bool = Tr
     return out
 
 
+def merged_assertions(by_partition: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Several partitions' `assertions`, each check once: passed if it passed in every partition
+    it ran on, with `params` naming how many partitions ran it and those where it failed (a
+    range run's lineage: each partition's list one after another said each check once a day
+    without saying which day, 750 entries for 30 days of the example suite)."""
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for key, checks in by_partition.items():
+        seen: dict[tuple[Any, ...], int] = {}
+        for check in checks:
+            what = (check["check"], check.get("column"), check.get("severity"))
+            seen[what] = seen.get(what, 0) + 1  # a suite may hold the same check twice
+            entry = merged.setdefault(
+                (*what, seen[what]), {**check, "success": True, "params": {"partitions": 0, "failed": []}}
+            )
+            entry["params"]["partitions"] += 1
+            if not check["success"]:
+                entry["success"] = False
+                entry["params"]["failed"].append(key)
+    for entry in merged.values():
+        if not entry["params"]["failed"]:
+            del entry["params"]["failed"]
+    return list(merged.values())
+
+
 def check_volume(rows: int, recent: list[int], rule: dict[str, Any] | None) -> list[Finding]:
     """The partition's row count against the median of `recent` partitions' counts."""
     if not rule or len(recent) < int(rule.get("min_history", 3)):

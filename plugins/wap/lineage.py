@@ -171,7 +171,7 @@ _SEVERITY = {"blocking": "error", "warning": "warn"}
 
 
 def assertions_facet(checks: list[dict[str, Any]]) -> Any:
-    """Every check the gate ran: `[{"check", "column", "success"}, ...]`."""
+    """Every check the gate ran: `[{"check", "column", "success", "severity", "params"?}, ...]`."""
     from openlineage.client.facet_v2 import data_quality_assertions_dataset as dq
 
     return dq.DataQualityAssertionsDatasetFacet(
@@ -181,6 +181,7 @@ def assertions_facet(checks: list[dict[str, Any]]) -> Any:
                 success=bool(c["success"]),
                 column=c.get("column"),
                 severity=_SEVERITY.get(c.get("severity", ""), c.get("severity")),
+                params=c.get("params") or {},
             )
             for c in checks
         ]

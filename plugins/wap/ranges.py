@@ -370,12 +370,13 @@ def _audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRange) ->
     clock.lap("gate")
     passed, stopped = [], dict(staged.stopped)
     recorded: dict[str, dict[str, Any]] = {}  # the passing partitions' rows, written together
+    checked_by: dict[str, list[dict[str, Any]]] = {}
     table_location = table.location()
     for run in staged.runs:
         report, values = reports[keys[0] if whole else run.partition]
         report = gate.AuditReport(report.rows, [gate.Finding(**f) for f in run.findings] + report.findings)
         rows_out, checksum_text = staging.format_checksum(values)
-        checked = gate.assertions(suite, report.findings)
+        checked = checked_by[run.partition] = gate.assertions(suite, report.findings)
         measured = dataclasses.replace(run, rows_out=rows_out, checksum=checksum_text, assertions=checked)
         fields: dict[str, Any] = {"rows_out": rows_out, "checksum": checksum_text}
         if report.passed:
@@ -390,7 +391,7 @@ def _audit(runtime: Runtime, pipeline: Pipeline, staged: staging.StagedRange) ->
         stopped[run.partition] = _quarantine(runtime, pipeline, run.run_token, report, quarantine, **fields)
     ledger.updates(pipeline.name, recorded)
     log.info("gated %s partitions of %s %s: %s passed", len(staged.runs), pipeline.table, span.key, len(passed))
-    result = dataclasses.replace(staged, runs=passed, stopped=stopped)
+    result = dataclasses.replace(staged, runs=passed, stopped=stopped, checked=gate.merged_assertions(checked_by))
     if stopped and passed and (pipeline.range_policy == ALL_OR_NOTHING or whole):
         tokens = {run.partition: run.run_token for run in passed}
         _stop_all(runtime, pipeline, span, tokens, stopped, suite, {run.partition: run.staged_dir for run in passed})

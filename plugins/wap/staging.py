@@ -97,6 +97,9 @@ class StagedRange:
     run_token: str  # the attempt's; each partition's is `partition_token(run_token, key)`
     runs: list[StagedRun]
     stopped: dict[str, str] = field(default_factory=dict)
+    # Set by the range's audit: every gated partition's checks, each check once
+    # (`audit.merged_assertions`), those of the partitions it quarantined too.
+    checked: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -259,8 +259,10 @@ def _as_range(staged: dict[str, Any]) -> Any:
 
 def _lineage_view(span: Any) -> Any:
     """One `StagedRun` standing for a range run in its lineage events: the range's key, every
-    partition's files and rows, every check of every partition."""
+    partition's files and rows, each check once with the partitions where it failed."""
     import dataclasses
+
+    from wap import audit as gate
 
     first = span.runs[0]
     return dataclasses.replace(
@@ -268,7 +270,7 @@ def _lineage_view(span: Any) -> Any:
         partition=span.partition,
         files=[f for run in span.runs for f in run.files],
         rows_out=sum(run.rows_out or 0 for run in span.runs),
-        assertions=[a for run in span.runs for a in run.assertions],
+        assertions=gate.merged_assertions({run.partition: run.assertions for run in span.runs}),
     )
 
 
@@ -279,8 +281,9 @@ def _audit(pipeline: Pipeline, staged: dict[str, Any]) -> dict[str, Any]:
 
     if (span := _as_range(staged)) is not None:
         audited_range = ranges.audit(Runtime.from_env(), pipeline, span)
-        if audited_range.runs:
-            lineage.audited(pipeline, _lineage_view(audited_range), _lineage_view(audited_range).assertions, "audited")
+        if span.runs:  # the candidate: every partition staged; its checks: every partition gated
+            status = "audited" if audited_range.runs else "quarantined"
+            lineage.audited(pipeline, _lineage_view(span), audited_range.checked, status)
         return audited_range.to_dict()
     run = steps.staging.StagedRun.from_dict(staged)
     try:
