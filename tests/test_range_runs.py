@@ -437,9 +437,7 @@ def test_a_range_run_downstream_reads_a_range_of_published_partitions(dags, cros
     silver = find_pipeline("silver_orders")
     if {s.state for s in planner.plan(runtime, silver, days[0], days[-1])} != {"ok"}:
         # Run without the test above (which publishes these silver days): publish them here.
-        span = PartitionRange(days[0], days[-1])
-        staged = range_steps.stage(runtime, silver, span, "manual__silver_for_gold", 1)
-        range_steps.publish(runtime, silver, range_steps.audit(runtime, silver, staged))
+        as_range(runtime, silver, PartitionRange(days[0], days[-1]), "manual__silver_for_gold")
     for day in days:
         assert (
             run_dag(dags["gold_daily_sales"], conf={"partition": str(day)}, logical_date=utc_midnight(day))["dag"]
